@@ -1,0 +1,203 @@
+"""The native loop as asyncio sees it: ``_native.Loop`` (ready queue, timers, the run cycle and
+monitoring, in Rust) joined with asyncio's ``BaseEventLoop`` for the cold paths it already gets
+right (tasks, futures, executors, exception handling, async generators), plus signals."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import signal
+import socket
+import sys
+import threading
+import warnings
+from asyncio import base_events, coroutines, events
+from contextvars import Context, copy_context
+from typing import Any, Callable, Optional
+
+from monitored_ioloop import _native
+from monitored_ioloop.monitoring import MonitorCallback
+
+__all__ = ["Loop"]
+
+
+def _noop_signal_handler(signum: int, frame: Any) -> None:
+    """Installed for signals that have a loop handler: the loop reads them from its wake-up fd."""
+
+
+class Loop(_native.Loop, base_events.BaseEventLoop):  # type: ignore[misc]
+    """An asyncio event loop on libuv, with every callback timed natively.
+
+    ``monitor_callback``, when given, is called after every dispatch with an
+    :class:`~monitored_ioloop.monitoring.IoLoopMonitorState`.
+    """
+
+    def __init__(self, monitor_callback: Optional[MonitorCallback] = None) -> None:
+        base_events.BaseEventLoop.__init__(self)
+        self._signal_handlers: dict[int, tuple[Callable[..., object], tuple[Any, ...], Context]] = {}
+        self._signal_socks: Optional[tuple[socket.socket, socket.socket]] = None
+        self._saved_wakeup_fd: Optional[int] = None
+        if monitor_callback is not None:
+            self.set_monitor_callback(monitor_callback)
+
+    # -- debug --------------------------------------------------------------------------------
+
+    def set_debug(self, enabled: bool) -> None:
+        self._debug = enabled
+        self._set_debug_native(enabled)
+        if self.is_running():
+            self.call_soon_threadsafe(self._set_coroutine_origin_tracking, enabled)
+
+    # -- running ------------------------------------------------------------------------------
+
+    def _check_running(self) -> None:
+        if self.is_running():
+            raise RuntimeError("This event loop is already running")
+        if events._get_running_loop() is not None:
+            raise RuntimeError("Cannot run the event loop while another loop is running")
+
+    def run_forever(self) -> None:
+        self._check_closed()
+        self._check_running()
+        self._set_coroutine_origin_tracking(self._debug)
+        old_agen_hooks = sys.get_asyncgen_hooks()
+        self._thread_id = threading.get_ident()
+        sys.set_asyncgen_hooks(
+            firstiter=self._asyncgen_firstiter_hook, finalizer=self._asyncgen_finalizer_hook
+        )
+        watching_signals = self._watch_signals(True)
+        try:
+            events._set_running_loop(self)
+            self._run_native()
+        finally:
+            self._thread_id = None
+            events._set_running_loop(None)
+            if watching_signals:
+                self._watch_signals(False)
+            self._set_coroutine_origin_tracking(False)
+            sys.set_asyncgen_hooks(*old_agen_hooks)
+
+    def close(self) -> None:
+        if self.is_running():
+            raise RuntimeError("Cannot close a running event loop")
+        if self.is_closed():
+            return
+        self._close_native()
+        self._closed = True
+        for sig in list(self._signal_handlers):
+            self.remove_signal_handler(sig)
+        self._update_wakeup_fd()
+        if self._signal_socks is not None:
+            for sock in self._signal_socks:
+                sock.close()
+            self._signal_socks = None
+        self._executor_shutdown_called = True
+        executor = self._default_executor
+        if executor is not None:
+            self._default_executor = None
+            executor.shutdown(wait=False)
+
+    # -- signals ------------------------------------------------------------------------------
+    # Python's C-level handler writes each signal number to the wake-up fd; the loop watches the
+    # other end while it waits, so a signal ends the wait at once (Ctrl-C on an idle loop), and
+    # runs the Python-level handlers (KeyboardInterrupt) and the loop's own handlers.
+
+    def _watch_signals(self, running: bool) -> bool:
+        """Watches the wake-up fd while running on the main thread; True if it did."""
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        self._running_on_main = running
+        self._update_wakeup_fd()
+        return True
+
+    def _update_wakeup_fd(self) -> None:
+        want = not self.is_closed() and (
+            bool(self._signal_handlers) or getattr(self, "_running_on_main", False)
+        )
+        if want:
+            if self._signal_socks is None:
+                rsock, wsock = socket.socketpair()
+                rsock.setblocking(False)
+                wsock.setblocking(False)
+                self._signal_socks = (rsock, wsock)
+            wfd = self._signal_socks[1].fileno()
+            previous = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
+            if self._saved_wakeup_fd is None and previous != wfd:
+                self._saved_wakeup_fd = previous
+            self._set_signal_fd(self._signal_socks[0].fileno())
+        elif self._saved_wakeup_fd is not None or self._signal_socks is not None:
+            self._set_signal_fd(-1)
+            if threading.current_thread() is threading.main_thread():
+                restore = -1 if self._saved_wakeup_fd is None else self._saved_wakeup_fd
+                try:
+                    signal.set_wakeup_fd(restore)
+                except (ValueError, OSError):
+                    pass
+            self._saved_wakeup_fd = None
+
+    def _read_signal_fd(self) -> None:
+        assert self._signal_socks is not None
+        while True:
+            try:
+                data = self._signal_socks[0].recv(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not data:
+                return
+            for signum in data:
+                self._handle_signal(signum)
+
+    def _handle_signal(self, signum: int) -> None:
+        entry = self._signal_handlers.get(signum)
+        if entry is not None:
+            callback, args, context = entry
+            self.call_soon(callback, *args, context=context)
+
+    def _check_signal(self, sig: int) -> None:
+        if not isinstance(sig, int):
+            raise TypeError(f"sig must be an int, not {sig!r}")
+        if sig not in signal.valid_signals():
+            raise ValueError(f"invalid signal number {sig}")
+
+    def add_signal_handler(self, sig: int, callback: Callable[..., object], *args: Any) -> None:
+        if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
+            raise TypeError("coroutines cannot be used with add_signal_handler()")
+        self._check_signal(sig)
+        self._check_closed()
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("set_wakeup_fd only works in main thread of the main interpreter")
+        self._signal_handlers[sig] = (callback, args, copy_context())
+        try:
+            self._update_wakeup_fd()
+            signal.signal(sig, _noop_signal_handler)
+            # Let system calls carry on after the signal, as asyncio does.
+            signal.siginterrupt(sig, False)
+        except (OSError, ValueError) as exc:
+            del self._signal_handlers[sig]
+            self._update_wakeup_fd()
+            if isinstance(exc, OSError) and exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig:d} cannot be caught") from None
+            if isinstance(exc, ValueError):
+                raise RuntimeError(str(exc)) from None
+            raise
+
+    def remove_signal_handler(self, sig: int) -> bool:
+        self._check_signal(sig)
+        if self._signal_handlers.pop(sig, None) is None:
+            return False
+        handler = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+        try:
+            signal.signal(sig, handler)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise RuntimeError(f"sig {sig:d} cannot be caught") from None
+            raise
+        self._update_wakeup_fd()
+        return True
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        if not self.is_closed():
+            _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
+            if not sys.is_finalizing():
+                self.close()
+

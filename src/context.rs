@@ -1,0 +1,66 @@
+//! Running a callable inside a `contextvars.Context`, the way asyncio's `Handle._run` does,
+//! without building the argument tuple `Context.run` would need.
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyTuple, PyType};
+use pyo3::{ffi, intern};
+
+/// Calls `callback(*args)` with `context` entered.
+#[inline]
+pub fn call_in_context(
+    py: Python<'_>,
+    context: &Py<PyAny>,
+    callback: &Py<PyAny>,
+    args: &Py<PyTuple>,
+) -> PyResult<()> {
+    // SAFETY: `context` is a live object (we hold a reference); PyContext_Enter type-checks it
+    // and reports a non-Context or an already entered one as a Python error.
+    if unsafe { ffi::PyContext_Enter(context.as_ptr()) } != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    let result = callback.bind(py).call1(args.bind(py)).map(drop);
+    // SAFETY: the context was entered just above on this thread and the callback, whatever it
+    // did, cannot leave another context entered on top of it (Context.run restores on exit).
+    let exited = unsafe { ffi::PyContext_Exit(context.as_ptr()) };
+    if exited != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    result
+}
+
+/// A copy of the current context, as `contextvars.copy_context()`.
+#[inline]
+pub fn copy_current(py: Python<'_>) -> PyResult<Py<PyAny>> {
+    // SAFETY: PyContext_CopyCurrent needs only the GIL, which `py` proves; it returns a new
+    // reference or NULL with an exception set, which from_owned_ptr_or_err handles.
+    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()) }.map(Bound::unbind)
+}
+
+static CONTEXT_TYPE: GILOnceCell<Py<PyType>> = GILOnceCell::new();
+
+/// `context` as given by the caller, or a copy of the current one for `None`.
+pub fn resolve(py: Python<'_>, context: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+    match context {
+        None => copy_current(py),
+        Some(ctx) if ctx.is_none() => copy_current(py),
+        Some(ctx) => {
+            let ty = CONTEXT_TYPE.get_or_try_init(py, || {
+                py.import(intern!(py, "contextvars"))?
+                    .getattr(intern!(py, "Context"))?
+                    .downcast_into::<PyType>()
+                    .map(Bound::unbind)
+                    .map_err(PyErr::from)
+            })?;
+            if ctx.is_instance(ty.bind(py))? {
+                Ok(ctx.clone().unbind())
+            } else {
+                Err(PyTypeError::new_err(format!(
+                    "context must be a contextvars.Context, got {}",
+                    ctx.get_type().name()?
+                )))
+            }
+        }
+    }
+}

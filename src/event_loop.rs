@@ -1,0 +1,635 @@
+//! `Loop`: the one place that owns the ready queue, the timer heap and the run cycle.
+//!
+//! An iteration: compute how long to wait (zero while work is ready), wait on libuv's backend
+//! descriptor with the GIL released (skipped while work is ready and the last poll is under
+//! 250 us old), run libuv without blocking, move expired timers to the ready queue, then run
+//! the handles that were ready when the iteration started, each one timed natively.
+//! Python's subclass (`monitored_ioloop.loop.Loop`) adds asyncio's cold paths around this.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crossbeam_channel::{Receiver, Sender};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+
+use crate::context;
+use crate::handles::{format_callback, Callback, CancelCounts, Handle, TimerHandle};
+use crate::monitoring::{now_ns, seconds_to_deadline_ns, DispatchStats, Reporter};
+use crate::timers::TimerQueue;
+
+/// While work is ready, libuv's backend is polled (without waiting) at most this often.
+const IO_POLL_INTERVAL_NS: u64 = 250_000;
+/// The longest single wait; a timer further away is reached in several waits.
+const MAX_WAIT_MS: u64 = 24 * 3600 * 1000;
+
+enum Entry {
+    Soon(Py<Handle>),
+    Timer(Py<TimerHandle>),
+}
+
+impl Entry {
+    #[inline]
+    fn callback(&self) -> &Callback {
+        match self {
+            Entry::Soon(h) => &h.get().inner,
+            Entry::Timer(h) => &h.get().inner,
+        }
+    }
+
+    fn forget_cancelled(&self, counts: &CancelCounts) {
+        let counter = match self {
+            Entry::Soon(_) => &counts.ready,
+            Entry::Timer(_) => &counts.timers,
+        };
+        // Saturating: a count is never allowed to wrap, whatever order cancels came in.
+        let _ = counter.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+    }
+
+    fn as_any<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        match self {
+            Entry::Soon(h) => h.bind(py).clone().into_any(),
+            Entry::Timer(h) => h.bind(py).clone().into_any(),
+        }
+    }
+}
+
+/// A handle waiting to run, with the moment it became runnable (for loop lag).
+struct Ready {
+    entry: Entry,
+    ready_ns: u64,
+}
+
+#[derive(Default)]
+struct Core {
+    ready: VecDeque<Ready>,
+    /// The emptied batch of the last iteration, kept to reuse its allocation.
+    spare: VecDeque<Ready>,
+    timers: TimerQueue<Py<TimerHandle>>,
+}
+
+struct Uv {
+    event_loop: uv_sys::Loop,
+    waker: uv_sys::Waker,
+}
+
+impl Drop for Uv {
+    fn drop(&mut self) {
+        // The waker's handle must be closed before the loop is torn down, so its memory is
+        // released by libuv's close callback while the loop still runs it.
+        self.waker.close();
+    }
+}
+
+#[pyclass(module = "monitored_ioloop._native", subclass, frozen, weakref)]
+pub struct Loop {
+    core: Mutex<Core>,
+    uv: Mutex<Option<Uv>>,
+    waker: uv_sys::Waker,
+    counts: Arc<CancelCounts>,
+    threadsafe_tx: Sender<(Py<Handle>, u64)>,
+    threadsafe_rx: Receiver<(Py<Handle>, u64)>,
+    running: AtomicBool,
+    stopping: AtomicBool,
+    closed: AtomicBool,
+    debug: AtomicBool,
+    monitor: Mutex<Option<Py<PyAny>>>,
+    has_monitor: AtomicBool,
+    reporter: Reporter,
+    stats: Mutex<DispatchStats>,
+    signal_fd: AtomicI32,
+    last_poll_ns: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks is a bug; the data is still consistent enough
+    // to carry on (queues of handles), so poisoning is not propagated.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
+}
+
+impl Loop {
+    #[inline]
+    fn check_closed(&self) -> PyResult<()> {
+        if self.closed.load(Relaxed) {
+            Err(PyRuntimeError::new_err("Event loop is closed"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The checks asyncio makes before scheduling: a closed loop, then (in debug mode, through
+    /// asyncio's own helpers) the calling thread and the callback's kind.
+    fn check_schedule(
+        slf: &Bound<'_, Self>,
+        callback: &Bound<'_, PyAny>,
+        method: &str,
+        check_thread: bool,
+    ) -> PyResult<()> {
+        let this = slf.get();
+        this.check_closed()?;
+        if this.debug.load(Relaxed) {
+            if check_thread {
+                slf.call_method0(intern!(slf.py(), "_check_thread"))?;
+            }
+            slf.call_method1(intern!(slf.py(), "_check_callback"), (callback, method))?;
+        } else if !callback.is_callable() {
+            return Err(PyTypeError::new_err(format!(
+                "a callable object was expected by {method}(), got {}",
+                callback.repr()?
+            )));
+        }
+        Ok(())
+    }
+
+    fn new_callback(
+        &self,
+        py: Python<'_>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Callback> {
+        Ok(Callback::new(
+            callback.unbind(),
+            args.unbind(),
+            context::resolve(py, context)?,
+            self.counts.clone(),
+        ))
+    }
+
+    fn schedule_at(
+        slf: &Bound<'_, Self>,
+        when: f64,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+        method: &str,
+    ) -> PyResult<Py<TimerHandle>> {
+        let py = slf.py();
+        let this = slf.get();
+        Self::check_schedule(slf, &callback, method, true)?;
+        let inner = this.new_callback(py, callback, args, context.as_ref())?;
+        inner.set_queued(true);
+        let handle = Py::new(py, TimerHandle { inner, when })?;
+        lock(&this.core).timers.push(seconds_to_deadline_ns(when), handle.clone_ref(py));
+        Ok(handle)
+    }
+
+    /// Handles still to run: ready (including this iteration's rest) and scheduled, without
+    /// the cancelled ones.
+    fn pending_count(&self, batch_rest: usize) -> usize {
+        let core = lock(&self.core);
+        let queued = batch_rest + core.ready.len() + core.timers.len();
+        let cancelled = self.counts.ready.load(Relaxed) + self.counts.timers.load(Relaxed);
+        queued.saturating_sub(cancelled)
+    }
+
+    fn drain_threadsafe(&self) {
+        if self.threadsafe_rx.is_empty() {
+            return;
+        }
+        let mut core = lock(&self.core);
+        while let Ok((handle, sent_ns)) = self.threadsafe_rx.try_recv() {
+            handle.get().inner.set_queued(true);
+            core.ready.push_back(Ready { entry: Entry::Soon(handle), ready_ns: sent_ns });
+        }
+    }
+
+    /// Milliseconds to wait for I/O: 0 while work is ready, until the next timer otherwise.
+    fn wait_timeout_ms(&self) -> i32 {
+        if self.stopping.load(Relaxed) {
+            return 0;
+        }
+        let mut dropped = Vec::new();
+        let timeout = {
+            let mut core = lock(&self.core);
+            if !core.ready.is_empty() {
+                return 0;
+            }
+            let next = core
+                .timers
+                .next_deadline(|h| h.get().inner.is_cancelled(), |h| dropped.push(h));
+            match next {
+                None => -1,
+                Some(deadline) => {
+                    let wait_ns = deadline.saturating_sub(now_ns());
+                    wait_ns.div_ceil(1_000_000).min(MAX_WAIT_MS) as i32
+                }
+            }
+        };
+        self.forget_timers(dropped);
+        timeout
+    }
+
+    /// Waits for I/O (GIL released) and runs what libuv has, or skips the poll while work is
+    /// ready and the last one is recent.
+    fn poll_io(slf: &Bound<'_, Self>, timeout_ms: i32) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        if timeout_ms == 0
+            && now_ns().saturating_sub(this.last_poll_ns.load(Relaxed)) < IO_POLL_INTERVAL_NS
+        {
+            return Ok(());
+        }
+        let (backend_fd, uv_timeout) = {
+            let uv = lock(&this.uv);
+            let uv = uv.as_ref().ok_or_else(|| PyRuntimeError::new_err("Event loop is closed"))?;
+            (uv.event_loop.backend_fd(), uv.event_loop.backend_timeout())
+        };
+        let timeout = match (timeout_ms, uv_timeout) {
+            (-1, t) | (t, -1) => t,
+            (a, b) => a.min(b),
+        };
+        let signal_fd = this.signal_fd.load(Relaxed);
+        let fds = [backend_fd, signal_fd];
+        let fds = if signal_fd >= 0 { &fds[..] } else { &fds[..1] };
+        let readiness = if timeout == 0 {
+            uv_sys::wait_readable(fds, 0)
+        } else {
+            py.allow_threads(|| uv_sys::wait_readable(fds, timeout))
+        }
+        .map_err(PyOSError::new_err)?;
+        this.last_poll_ns.store(now_ns(), Relaxed);
+        let (run_uv, signals) = match readiness {
+            uv_sys::Readiness::Ready(bits) => (bits & 1 != 0, bits & 2 != 0),
+            uv_sys::Readiness::TimedOut => (false, false),
+            uv_sys::Readiness::Interrupted => (false, true),
+        };
+        if run_uv || uv_timeout == 0 {
+            if let Some(uv) = lock(&this.uv).as_mut() {
+                uv.event_loop.run_nowait();
+            }
+        }
+        if signals {
+            if signal_fd >= 0 {
+                slf.call_method0(intern!(py, "_read_signal_fd"))?;
+            }
+            py.check_signals()?;
+        }
+        Ok(())
+    }
+
+    /// Moves expired timers to the ready queue and takes the batch this iteration runs.
+    fn take_batch(&self) -> VecDeque<Ready> {
+        let now = now_ns();
+        let mut dropped = Vec::new();
+        let batch = {
+            let mut core = lock(&self.core);
+            while let Some(entry) = core.timers.pop_expired(now) {
+                let handle = entry.item;
+                if handle.get().inner.is_cancelled() {
+                    dropped.push(handle);
+                } else {
+                    core.ready.push_back(Ready {
+                        entry: Entry::Timer(handle),
+                        ready_ns: entry.deadline_ns,
+                    });
+                }
+            }
+            let cancelled = self.counts.timers.load(Relaxed);
+            core.timers.maybe_compact(
+                cancelled,
+                |h| h.get().inner.is_cancelled(),
+                |h| dropped.push(h),
+            );
+            let spare = std::mem::take(&mut core.spare);
+            std::mem::replace(&mut core.ready, spare)
+        };
+        self.forget_timers(dropped);
+        batch
+    }
+
+    /// Forgets cancelled timers taken out of the heap. Called outside the core lock: releasing
+    /// the last reference to a handle may run arbitrary Python code.
+    fn forget_timers(&self, dropped: Vec<Py<TimerHandle>>) {
+        for handle in dropped {
+            handle.get().inner.set_queued(false);
+            let _ = self.counts.timers.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        }
+    }
+
+    fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        this.drain_threadsafe();
+        let timeout = this.wait_timeout_ms();
+        Self::poll_io(slf, timeout)?;
+        this.drain_threadsafe();
+        let mut batch = this.take_batch();
+        let outcome = Self::dispatch(slf, &mut batch);
+        let mut core = lock(&this.core);
+        if !batch.is_empty() {
+            // Interrupted (KeyboardInterrupt/SystemExit): what did not run stays first in line.
+            while let Some(rest) = batch.pop_back() {
+                core.ready.push_front(rest);
+            }
+        }
+        core.spare = batch;
+        outcome
+    }
+
+    /// Runs each handle of the batch in its context, timing it; reports to the monitor.
+    fn dispatch(slf: &Bound<'_, Self>, batch: &mut VecDeque<Ready>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let monitor = if this.has_monitor.load(Relaxed) {
+            lock(&this.monitor).as_ref().map(|m| m.clone_ref(py))
+        } else {
+            None
+        };
+        let debug = this.debug.load(Relaxed);
+        let mut stats = DispatchStats { iterations: 1, ..DispatchStats::default() };
+        let mut outcome = Ok(());
+        let mut start = now_ns();
+        while let Some(ready) = batch.pop_front() {
+            let cb = ready.entry.callback();
+            cb.set_queued(false);
+            if cb.is_cancelled() {
+                ready.entry.forget_cancelled(&this.counts);
+                continue;
+            }
+            let result = context::call_in_context(py, &cb.context, &cb.callback, &cb.args);
+            let end = now_ns();
+            let wall_ns = end.saturating_sub(start);
+            let lag_ns = start.saturating_sub(ready.ready_ns);
+            stats.record(wall_ns, lag_ns);
+            let mut resync = false;
+            if let Some(monitor) = &monitor {
+                let count = this.pending_count(batch.len());
+                this.reporter.report(py, monitor, cb.callback.clone_ref(py), wall_ns, count, lag_ns);
+                resync = true;
+            }
+            if debug {
+                Self::warn_if_slow(slf, &ready.entry, wall_ns);
+                resync = true;
+            }
+            if let Err(err) = result {
+                stats.errors += 1;
+                if is_fatal(py, &err) {
+                    outcome = Err(err);
+                    break;
+                }
+                if let Err(err) = Self::report_exception(slf, &ready.entry, err) {
+                    outcome = Err(err);
+                    break;
+                }
+                resync = true;
+            }
+            start = if resync { now_ns() } else { end };
+        }
+        lock(&this.stats).merge(&stats);
+        outcome
+    }
+
+    fn report_exception(slf: &Bound<'_, Self>, entry: &Entry, err: PyErr) -> PyResult<()> {
+        let py = slf.py();
+        let cb = entry.callback();
+        let context = PyDict::new(py);
+        let source = format_callback(py, &cb.callback, &cb.args);
+        context.set_item("message", format!("Exception in callback {source}"))?;
+        context.set_item("exception", err.value(py))?;
+        context.set_item("handle", entry.as_any(py))?;
+        slf.call_method1(intern!(py, "call_exception_handler"), (context,))?;
+        Ok(())
+    }
+
+    /// Debug mode's "Executing <Handle ...> took 0.123 seconds" warning.
+    fn warn_if_slow(slf: &Bound<'_, Self>, entry: &Entry, wall_ns: u64) {
+        let py = slf.py();
+        let _ = (|| -> PyResult<()> {
+            let threshold: f64 = slf.getattr(intern!(py, "slow_callback_duration"))?.extract()?;
+            let seconds = wall_ns as f64 * 1e-9;
+            if seconds >= threshold {
+                py.import(intern!(py, "asyncio.log"))?
+                    .getattr(intern!(py, "logger"))?
+                    .call_method1(
+                        intern!(py, "warning"),
+                        ("Executing %s took %.3f seconds", entry.as_any(py), seconds),
+                    )?;
+            }
+            Ok(())
+        })();
+    }
+}
+
+#[pymethods]
+impl Loop {
+    #[new]
+    #[pyo3(signature = (*_args, **_kwargs))]
+    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let mut event_loop = uv_sys::Loop::new().map_err(PyOSError::new_err)?;
+        let waker = uv_sys::Waker::new(&mut event_loop).map_err(PyOSError::new_err)?;
+        let (threadsafe_tx, threadsafe_rx) = crossbeam_channel::unbounded();
+        Ok(Loop {
+            core: Mutex::new(Core::default()),
+            uv: Mutex::new(Some(Uv { event_loop, waker: waker.clone() })),
+            waker,
+            counts: Arc::new(CancelCounts::default()),
+            threadsafe_tx,
+            threadsafe_rx,
+            running: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            debug: AtomicBool::new(false),
+            monitor: Mutex::new(None),
+            has_monitor: AtomicBool::new(false),
+            reporter: Reporter::default(),
+            stats: Mutex::new(DispatchStats::default()),
+            signal_fd: AtomicI32::new(-1),
+            last_poll_ns: AtomicU64::new(0),
+        })
+    }
+
+    /// The loop's clock: seconds of the monotonic clock, as `time.monotonic()`.
+    fn time(&self) -> f64 {
+        now_ns() as f64 * 1e-9
+    }
+
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        Self::check_schedule(slf, &callback, "call_soon", true)?;
+        let inner = this.new_callback(py, callback, args, context.as_ref())?;
+        inner.set_queued(true);
+        let handle = Py::new(py, Handle { inner })?;
+        let ready = Ready { entry: Entry::Soon(handle.clone_ref(py)), ready_ns: now_ns() };
+        lock(&this.core).ready.push_back(ready);
+        Ok(handle)
+    }
+
+    #[pyo3(signature = (delay, callback, *args, context=None))]
+    fn call_later(
+        slf: &Bound<'_, Self>,
+        delay: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        if delay.is_none() {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        let delay: f64 = delay.extract()?;
+        let when = now_ns() as f64 * 1e-9 + delay;
+        Self::schedule_at(slf, when, callback, args, context, "call_later")
+    }
+
+    #[pyo3(signature = (when, callback, *args, context=None))]
+    fn call_at(
+        slf: &Bound<'_, Self>,
+        when: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        if when.is_none() {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        }
+        let when: f64 = when.extract()?;
+        Self::schedule_at(slf, when, callback, args, context, "call_at")
+    }
+
+    /// Safe from any thread: the handle travels through a channel and a libuv async handle
+    /// wakes the loop.
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn call_soon_threadsafe(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        Self::check_schedule(slf, &callback, "call_soon_threadsafe", false)?;
+        let inner = this.new_callback(py, callback, args, context.as_ref())?;
+        let handle = Py::new(py, Handle { inner })?;
+        // The receiver lives as long as the loop, so the send cannot fail.
+        let _ = this.threadsafe_tx.send((handle.clone_ref(py), now_ns()));
+        this.waker.wake();
+        Ok(handle)
+    }
+
+    fn stop(&self) {
+        self.stopping.store(true, Relaxed);
+        // A stop from another thread must end the wait too.
+        self.waker.wake();
+    }
+
+    fn is_running(&self) -> bool {
+        self.running.load(Relaxed)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Relaxed)
+    }
+
+    fn get_debug(&self) -> bool {
+        self.debug.load(Relaxed)
+    }
+
+    fn _set_debug_native(&self, enabled: bool) {
+        self.debug.store(enabled, Relaxed);
+    }
+
+    fn _check_closed(&self) -> PyResult<()> {
+        self.check_closed()
+    }
+
+    /// Runs iterations until `stop()`; the Python side does asyncio's setup around it.
+    fn _run_native(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        this.check_closed()?;
+        if this.running.swap(true, Relaxed) {
+            return Err(PyRuntimeError::new_err("This event loop is already running"));
+        }
+        let outcome = loop {
+            if let Err(err) = Self::run_once(slf) {
+                break Err(err);
+            }
+            if this.stopping.load(Relaxed) {
+                break Ok(());
+            }
+        };
+        this.stopping.store(false, Relaxed);
+        this.running.store(false, Relaxed);
+        outcome
+    }
+
+    /// Drops every pending handle and releases libuv; the Python side shuts the executor down.
+    fn _close_native(&self) -> PyResult<()> {
+        if self.running.load(Relaxed) {
+            return Err(PyRuntimeError::new_err("Cannot close a running event loop"));
+        }
+        if self.closed.swap(true, Relaxed) {
+            return Ok(());
+        }
+        let (ready, timers): (Vec<Ready>, Vec<Py<TimerHandle>>) = {
+            let mut core = lock(&self.core);
+            let ready = core.ready.drain(..).collect();
+            let timers = core.timers.drain().collect();
+            (ready, timers)
+        };
+        let pending: Vec<_> = self.threadsafe_rx.try_iter().collect();
+        let uv = lock(&self.uv).take();
+        // Released outside the locks: dropping the last reference may run Python code.
+        drop((ready, timers, pending, uv));
+        Ok(())
+    }
+
+    /// Sets (or with None, removes) the callable called with an `IoLoopMonitorState` after
+    /// every dispatch.
+    #[pyo3(signature = (monitor_callback))]
+    fn set_monitor_callback(&self, monitor_callback: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+        let monitor = match monitor_callback {
+            Some(m) if !m.is_none() => {
+                if !m.is_callable() {
+                    return Err(PyTypeError::new_err("monitor_callback must be callable or None"));
+                }
+                Some(m.unbind())
+            }
+            _ => None,
+        };
+        self.has_monitor.store(monitor.is_some(), Relaxed);
+        let old = std::mem::replace(&mut *lock(&self.monitor), monitor);
+        drop(old);
+        Ok(())
+    }
+
+    fn get_monitor_callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        lock(&self.monitor).as_ref().map(|m| m.clone_ref(py))
+    }
+
+    /// Handles still pending (ready and scheduled, not cancelled).
+    fn pending_handles_count(&self) -> usize {
+        self.pending_count(0)
+    }
+
+    /// Totals over every dispatch so far, kept natively whether or not a monitor is set.
+    fn dispatch_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = *lock(&self.stats);
+        let d = PyDict::new(py);
+        d.set_item("dispatches", s.dispatches)?;
+        d.set_item("errors", s.errors)?;
+        d.set_item("iterations", s.iterations)?;
+        d.set_item("busy_time", s.busy_ns as f64 * 1e-9)?;
+        d.set_item("max_wall_time", s.max_wall_ns as f64 * 1e-9)?;
+        d.set_item("total_lag", s.lag_ns as f64 * 1e-9)?;
+        d.set_item("max_lag", s.max_lag_ns as f64 * 1e-9)?;
+        Ok(d)
+    }
+
+    /// The descriptor Python's `signal.set_wakeup_fd` writes to, watched while waiting (-1: none).
+    fn _set_signal_fd(&self, fd: i32) {
+        self.signal_fd.store(fd, Relaxed);
+    }
+}

@@ -1,0 +1,19 @@
+//! The `monitored_ioloop._native` extension module: the event loop core, its callback handles
+//! and native monitoring. Each concern lives in its own module; this file only registers them.
+
+mod context;
+mod event_loop;
+mod handles;
+mod monitoring;
+mod timers;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<event_loop::Loop>()?;
+    m.add_class::<handles::Handle>()?;
+    m.add_class::<handles::TimerHandle>()?;
+    m.add_class::<monitoring::IoLoopMonitorState>()?;
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! Handing each dispatch's figures to the user's monitor callback. A monitor that raises is
+//! logged (at most once a second, with a count of what was suppressed) and the loop goes on.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use pyo3::intern;
+use pyo3::prelude::*;
+
+use super::clock::now_ns;
+use super::state::IoLoopMonitorState;
+
+const LOG_INTERVAL_NS: u64 = 1_000_000_000;
+
+#[derive(Default)]
+pub struct Reporter {
+    last_log_ns: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl Reporter {
+    /// Calls `monitor(state)`; whatever the monitor does, the loop goes on.
+    pub fn report(
+        &self,
+        py: Python<'_>,
+        monitor: &Py<PyAny>,
+        callback: Py<PyAny>,
+        wall_ns: u64,
+        handles_count: usize,
+        lag_ns: u64,
+    ) {
+        let state = IoLoopMonitorState::for_dispatch(
+            callback,
+            wall_ns as f64 * 1e-9,
+            handles_count,
+            lag_ns as f64 * 1e-9,
+        );
+        let outcome = Py::new(py, state).and_then(|s| monitor.bind(py).call1((s,)).map(drop));
+        if let Err(err) = outcome {
+            self.log_failure(py, err);
+        }
+    }
+
+    fn log_failure(&self, py: Python<'_>, err: PyErr) {
+        let now = now_ns();
+        let last = self.last_log_ns.load(Relaxed);
+        if last != 0 && now.saturating_sub(last) < LOG_INTERVAL_NS {
+            self.suppressed.fetch_add(1, Relaxed);
+            return;
+        }
+        self.last_log_ns.store(now, Relaxed);
+        let suppressed = self.suppressed.swap(0, Relaxed);
+        let logged = (|| -> PyResult<()> {
+            let logger = py
+                .import(intern!(py, "logging"))?
+                .call_method1(intern!(py, "getLogger"), ("monitored_ioloop",))?;
+            let kwargs = pyo3::types::PyDict::new(py);
+            kwargs.set_item("exc_info", err.value(py))?;
+            logger.call_method(
+                intern!(py, "warning"),
+                (
+                    "Monitor callback failed (%d similar failures since the last report)",
+                    suppressed,
+                ),
+                Some(&kwargs),
+            )?;
+            Ok(())
+        })();
+        if let Err(log_err) = logged {
+            // Logging itself failed (e.g. during interpreter shutdown): nothing sensible is
+            // left to do but not let it escape into the loop.
+            drop(log_err);
+        }
+    }
+}

@@ -1,0 +1,59 @@
+"""The loops the benchmark compares, each built by name inside the measuring process."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from typing import Callable, Dict
+
+from monitored_ioloop.monitoring import IoLoopMonitorState
+
+
+def _trivial_monitor(state: IoLoopMonitorState) -> None:
+    """A monitor that does what a cheap real one does: read the figures."""
+    state.callback_wall_time
+    state.loop_lag
+
+
+def _asyncio() -> asyncio.AbstractEventLoop:
+    return asyncio.new_event_loop()
+
+
+def _monitored_asyncio() -> asyncio.AbstractEventLoop:
+    from monitored_ioloop.monitored_asyncio import MonitoredSelectorEventLoop
+
+    return MonitoredSelectorEventLoop(_trivial_monitor)
+
+
+def _uvloop() -> asyncio.AbstractEventLoop:
+    import uvloop
+
+    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+
+
+def _native() -> asyncio.AbstractEventLoop:
+    from monitored_ioloop.loop import Loop
+
+    return Loop()
+
+
+def _native_monitored() -> asyncio.AbstractEventLoop:
+    from monitored_ioloop.loop import Loop
+
+    return Loop(monitor_callback=_trivial_monitor)
+
+
+LOOPS: Dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": _asyncio,
+    "monitored-asyncio": _monitored_asyncio,
+    "uvloop": _uvloop,
+    "native": _native,
+    "native+monitor": _native_monitored,
+}
+
+
+def available_loops() -> list[str]:
+    names = list(LOOPS)
+    if importlib.util.find_spec("uvloop") is None:
+        names.remove("uvloop")
+    return names

@@ -12,13 +12,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crossbeam_channel::{Receiver, Sender};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyTypeError};
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::context;
-use crate::handles::{format_callback, Callback, CancelCounts, Handle, TimerHandle};
-use crate::monitoring::{now_ns, seconds_to_deadline_ns, DispatchStats, Reporter};
+use crate::handles::{format_callback, Callback, CancelCounts, Handle, Parts, TimerHandle};
+use crate::monitoring::{
+    monotonic_ns, seconds_to_deadline_ns, tick, ticks_to_ns, DispatchStats, Reporter,
+};
 use crate::timers::TimerQueue;
 
 /// While work is ready, libuv's backend is polled (without waiting) at most this often.
@@ -57,10 +59,12 @@ impl Entry {
     }
 }
 
-/// A handle waiting to run, with the moment it became runnable (for loop lag).
+/// A handle waiting to run, with the moment it became runnable (for loop lag): the tick it
+/// was queued at, plus, for a timer, how late its deadline already was at that tick.
 struct Ready {
     entry: Entry,
-    ready_ns: u64,
+    ready_tick: u64,
+    late_ns: u64,
 }
 
 #[derive(Default)]
@@ -101,7 +105,7 @@ pub struct Loop {
     reporter: Reporter,
     stats: Mutex<DispatchStats>,
     signal_fd: AtomicI32,
-    last_poll_ns: AtomicU64,
+    last_poll_tick: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -177,7 +181,9 @@ impl Loop {
         let inner = this.new_callback(py, callback, args, context.as_ref())?;
         inner.set_queued(true);
         let handle = Py::new(py, TimerHandle { inner, when })?;
-        lock(&this.core).timers.push(seconds_to_deadline_ns(when), handle.clone_ref(py));
+        lock(&this.core)
+            .timers
+            .push(seconds_to_deadline_ns(when), handle.clone_ref(py));
         Ok(handle)
     }
 
@@ -195,9 +201,13 @@ impl Loop {
             return;
         }
         let mut core = lock(&self.core);
-        while let Ok((handle, sent_ns)) = self.threadsafe_rx.try_recv() {
+        while let Ok((handle, sent_tick)) = self.threadsafe_rx.try_recv() {
             handle.get().inner.set_queued(true);
-            core.ready.push_back(Ready { entry: Entry::Soon(handle), ready_ns: sent_ns });
+            core.ready.push_back(Ready {
+                entry: Entry::Soon(handle),
+                ready_tick: sent_tick,
+                late_ns: 0,
+            });
         }
     }
 
@@ -218,7 +228,7 @@ impl Loop {
             match next {
                 None => -1,
                 Some(deadline) => {
-                    let wait_ns = deadline.saturating_sub(now_ns());
+                    let wait_ns = deadline.saturating_sub(monotonic_ns());
                     wait_ns.div_ceil(1_000_000).min(MAX_WAIT_MS) as i32
                 }
             }
@@ -233,13 +243,15 @@ impl Loop {
         let py = slf.py();
         let this = slf.get();
         if timeout_ms == 0
-            && now_ns().saturating_sub(this.last_poll_ns.load(Relaxed)) < IO_POLL_INTERVAL_NS
+            && ticks_to_ns(this.last_poll_tick.load(Relaxed), tick()) < IO_POLL_INTERVAL_NS
         {
             return Ok(());
         }
         let (backend_fd, uv_timeout) = {
             let uv = lock(&this.uv);
-            let uv = uv.as_ref().ok_or_else(|| PyRuntimeError::new_err("Event loop is closed"))?;
+            let uv = uv
+                .as_ref()
+                .ok_or_else(|| PyRuntimeError::new_err("Event loop is closed"))?;
             (uv.event_loop.backend_fd(), uv.event_loop.backend_timeout())
         };
         let timeout = match (timeout_ms, uv_timeout) {
@@ -255,7 +267,7 @@ impl Loop {
             py.allow_threads(|| uv_sys::wait_readable(fds, timeout))
         }
         .map_err(PyOSError::new_err)?;
-        this.last_poll_ns.store(now_ns(), Relaxed);
+        this.last_poll_tick.store(tick(), Relaxed);
         let (run_uv, signals) = match readiness {
             uv_sys::Readiness::Ready(bits) => (bits & 1 != 0, bits & 2 != 0),
             uv_sys::Readiness::TimedOut => (false, false),
@@ -277,10 +289,14 @@ impl Loop {
 
     /// Moves expired timers to the ready queue and takes the batch this iteration runs.
     fn take_batch(&self) -> VecDeque<Ready> {
-        let now = now_ns();
         let mut dropped = Vec::new();
         let batch = {
             let mut core = lock(&self.core);
+            let (now, now_tick) = if core.timers.len() > 0 {
+                (monotonic_ns(), tick())
+            } else {
+                (0, 0)
+            };
             while let Some(entry) = core.timers.pop_expired(now) {
                 let handle = entry.item;
                 if handle.get().inner.is_cancelled() {
@@ -288,7 +304,8 @@ impl Loop {
                 } else {
                     core.ready.push_back(Ready {
                         entry: Entry::Timer(handle),
-                        ready_ns: entry.deadline_ns,
+                        ready_tick: now_tick,
+                        late_ns: now.saturating_sub(entry.deadline_ns),
                     });
                 }
             }
@@ -310,7 +327,10 @@ impl Loop {
     fn forget_timers(&self, dropped: Vec<Py<TimerHandle>>) {
         for handle in dropped {
             handle.get().inner.set_queued(false);
-            let _ = self.counts.timers.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+            let _ = self
+                .counts
+                .timers
+                .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
         }
     }
 
@@ -343,9 +363,12 @@ impl Loop {
             None
         };
         let debug = this.debug.load(Relaxed);
-        let mut stats = DispatchStats { iterations: 1, ..DispatchStats::default() };
+        let mut stats = DispatchStats {
+            iterations: 1,
+            ..DispatchStats::default()
+        };
         let mut outcome = Ok(());
-        let mut start = now_ns();
+        let mut start = tick();
         while let Some(ready) = batch.pop_front() {
             let cb = ready.entry.callback();
             cb.set_queued(false);
@@ -353,44 +376,59 @@ impl Loop {
                 ready.entry.forget_cancelled(&this.counts);
                 continue;
             }
-            let result = context::call_in_context(py, &cb.context, &cb.callback, &cb.args);
-            let end = now_ns();
-            let wall_ns = end.saturating_sub(start);
-            let lag_ns = start.saturating_sub(ready.ready_ns);
+            let parts = cb.lock_parts();
+            let Some(Parts { callback, args }) = parts.as_ref() else {
+                // Cleared by a cancel that raced with nothing: treat as cancelled.
+                continue;
+            };
+            let result = context::call_in_context(py, &cb.context, callback, args);
+            let end = tick();
+            let wall_ns = ticks_to_ns(start, end);
+            let lag_ns = ticks_to_ns(ready.ready_tick, start) + ready.late_ns;
             stats.record(wall_ns, lag_ns);
             let mut resync = false;
             if let Some(monitor) = &monitor {
                 let count = this.pending_count(batch.len());
-                this.reporter.report(py, monitor, cb.callback.clone_ref(py), wall_ns, count, lag_ns);
+                let callback = callback.clone_ref(py);
+                this.reporter
+                    .report(py, monitor, callback, wall_ns, count, lag_ns);
                 resync = true;
             }
+            let failure = result.err().map(|err| {
+                let source = format_callback(py, callback, args);
+                (err, source)
+            });
+            drop(parts);
             if debug {
                 Self::warn_if_slow(slf, &ready.entry, wall_ns);
                 resync = true;
             }
-            if let Err(err) = result {
+            if let Some((err, source)) = failure {
                 stats.errors += 1;
                 if is_fatal(py, &err) {
                     outcome = Err(err);
                     break;
                 }
-                if let Err(err) = Self::report_exception(slf, &ready.entry, err) {
+                if let Err(err) = Self::report_exception(slf, &ready.entry, err, source) {
                     outcome = Err(err);
                     break;
                 }
                 resync = true;
             }
-            start = if resync { now_ns() } else { end };
+            start = if resync { tick() } else { end };
         }
         lock(&this.stats).merge(&stats);
         outcome
     }
 
-    fn report_exception(slf: &Bound<'_, Self>, entry: &Entry, err: PyErr) -> PyResult<()> {
+    fn report_exception(
+        slf: &Bound<'_, Self>,
+        entry: &Entry,
+        err: PyErr,
+        source: String,
+    ) -> PyResult<()> {
         let py = slf.py();
-        let cb = entry.callback();
         let context = PyDict::new(py);
-        let source = format_callback(py, &cb.callback, &cb.args);
         context.set_item("message", format!("Exception in callback {source}"))?;
         context.set_item("exception", err.value(py))?;
         context.set_item("handle", entry.as_any(py))?;
@@ -402,7 +440,9 @@ impl Loop {
     fn warn_if_slow(slf: &Bound<'_, Self>, entry: &Entry, wall_ns: u64) {
         let py = slf.py();
         let _ = (|| -> PyResult<()> {
-            let threshold: f64 = slf.getattr(intern!(py, "slow_callback_duration"))?.extract()?;
+            let threshold: f64 = slf
+                .getattr(intern!(py, "slow_callback_duration"))?
+                .extract()?;
             let seconds = wall_ns as f64 * 1e-9;
             if seconds >= threshold {
                 py.import(intern!(py, "asyncio.log"))?
@@ -425,9 +465,14 @@ impl Loop {
         let mut event_loop = uv_sys::Loop::new().map_err(PyOSError::new_err)?;
         let waker = uv_sys::Waker::new(&mut event_loop).map_err(PyOSError::new_err)?;
         let (threadsafe_tx, threadsafe_rx) = crossbeam_channel::unbounded();
+        // The first read calibrates the tick clock: pay it here, not inside a timed dispatch.
+        tick();
         Ok(Loop {
             core: Mutex::new(Core::default()),
-            uv: Mutex::new(Some(Uv { event_loop, waker: waker.clone() })),
+            uv: Mutex::new(Some(Uv {
+                event_loop,
+                waker: waker.clone(),
+            })),
             waker,
             counts: Arc::new(CancelCounts::default()),
             threadsafe_tx,
@@ -441,13 +486,33 @@ impl Loop {
             reporter: Reporter::default(),
             stats: Mutex::new(DispatchStats::default()),
             signal_fd: AtomicI32::new(-1),
-            last_poll_ns: AtomicU64::new(0),
+            last_poll_tick: AtomicU64::new(0),
         })
+    }
+
+    /// Pending handles often lead back to the loop (a task step holds its task, which holds
+    /// the loop): the collector must see them, or an unclosed loop would never be freed.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(core) = self.core.try_lock() {
+            for ready in core.ready.iter().chain(core.spare.iter()) {
+                match &ready.entry {
+                    Entry::Soon(h) => visit.call(h)?,
+                    Entry::Timer(h) => visit.call(h)?,
+                }
+            }
+            for timer in core.timers.iter() {
+                visit.call(timer)?;
+            }
+        }
+        if let Ok(monitor) = self.monitor.try_lock() {
+            visit.call(&*monitor)?;
+        }
+        Ok(())
     }
 
     /// The loop's clock: seconds of the monotonic clock, as `time.monotonic()`.
     fn time(&self) -> f64 {
-        now_ns() as f64 * 1e-9
+        monotonic_ns() as f64 * 1e-9
     }
 
     #[pyo3(signature = (callback, *args, context=None))]
@@ -463,7 +528,11 @@ impl Loop {
         let inner = this.new_callback(py, callback, args, context.as_ref())?;
         inner.set_queued(true);
         let handle = Py::new(py, Handle { inner })?;
-        let ready = Ready { entry: Entry::Soon(handle.clone_ref(py)), ready_ns: now_ns() };
+        let ready = Ready {
+            entry: Entry::Soon(handle.clone_ref(py)),
+            ready_tick: tick(),
+            late_ns: 0,
+        };
         lock(&this.core).ready.push_back(ready);
         Ok(handle)
     }
@@ -480,7 +549,7 @@ impl Loop {
             return Err(PyTypeError::new_err("delay must not be None"));
         }
         let delay: f64 = delay.extract()?;
-        let when = now_ns() as f64 * 1e-9 + delay;
+        let when = monotonic_ns() as f64 * 1e-9 + delay;
         Self::schedule_at(slf, when, callback, args, context, "call_later")
     }
 
@@ -514,7 +583,7 @@ impl Loop {
         let inner = this.new_callback(py, callback, args, context.as_ref())?;
         let handle = Py::new(py, Handle { inner })?;
         // The receiver lives as long as the loop, so the send cannot fail.
-        let _ = this.threadsafe_tx.send((handle.clone_ref(py), now_ns()));
+        let _ = this.threadsafe_tx.send((handle.clone_ref(py), tick()));
         this.waker.wake();
         Ok(handle)
     }
@@ -550,7 +619,9 @@ impl Loop {
         let this = slf.get();
         this.check_closed()?;
         if this.running.swap(true, Relaxed) {
-            return Err(PyRuntimeError::new_err("This event loop is already running"));
+            return Err(PyRuntimeError::new_err(
+                "This event loop is already running",
+            ));
         }
         let outcome = loop {
             if let Err(err) = Self::run_once(slf) {
@@ -593,7 +664,9 @@ impl Loop {
         let monitor = match monitor_callback {
             Some(m) if !m.is_none() => {
                 if !m.is_callable() {
-                    return Err(PyTypeError::new_err("monitor_callback must be callable or None"));
+                    return Err(PyTypeError::new_err(
+                        "monitor_callback must be callable or None",
+                    ));
                 }
                 Some(m.unbind())
             }

@@ -6,12 +6,13 @@
 //! timer heap, so a cancel can be counted there and the pending count stays exact.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::PyTuple;
-use pyo3::intern;
+use pyo3::{PyTraverseError, PyVisit};
 
 /// Counts of cancelled handles still sitting in the loop's queues.
 #[derive(Default)]
@@ -20,10 +21,19 @@ pub struct CancelCounts {
     pub timers: AtomicUsize,
 }
 
-/// What a handle runs: `callback(*args)` inside `context`.
-pub struct Callback {
+/// The callable and its arguments; dropped on `cancel()`, as asyncio does, so a cancelled
+/// timer still waiting in the heap does not keep what its callback references alive.
+pub struct Parts {
     pub callback: Py<PyAny>,
     pub args: Py<PyTuple>,
+}
+
+/// What a handle runs: `callback(*args)` inside `context`.
+///
+/// `parts` is locked by the dispatcher for the whole run; everything else only `try_lock`s it,
+/// so a callback that cancels or formats its own handle never waits on itself.
+pub struct Callback {
+    pub parts: Mutex<Option<Parts>>,
     pub context: Py<PyAny>,
     cancelled: AtomicBool,
     queued: AtomicBool,
@@ -38,8 +48,7 @@ impl Callback {
         counts: Arc<CancelCounts>,
     ) -> Self {
         Callback {
-            callback,
-            args,
+            parts: Mutex::new(Some(Parts { callback, args })),
             context,
             cancelled: AtomicBool::new(false),
             queued: AtomicBool::new(false),
@@ -57,10 +66,56 @@ impl Callback {
         self.queued.store(queued, Relaxed);
     }
 
+    /// The dispatcher's hold on the parts while the callback runs.
+    #[inline]
+    pub fn lock_parts(&self) -> MutexGuard<'_, Option<Parts>> {
+        self.parts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn with_parts<R>(&self, f: impl FnOnce(&Parts) -> R) -> Option<R> {
+        match self.parts.try_lock() {
+            Ok(guard) => guard.as_ref().map(f),
+            Err(_) => None,
+        }
+    }
+
+    /// Lets the cycle collector see what the handle holds: a handle stored on the object its
+    /// callback belongs to (`self._timer = loop.call_later(t, self._on_timeout)`) is a cycle.
+    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let Ok(guard) = self.parts.try_lock() {
+            if let Some(parts) = guard.as_ref() {
+                visit.call(&parts.callback)?;
+                visit.call(&parts.args)?;
+            }
+        }
+        visit.call(&self.context)
+    }
+
     fn cancel(&self, counter: impl Fn(&CancelCounts) -> &AtomicUsize) {
         if !self.cancelled.swap(true, Relaxed) && self.queued.load(Relaxed) {
             counter(&self.counts).fetch_add(1, Relaxed);
         }
+        // Not while the handle runs (the dispatcher holds the lock): it has run by then anyway.
+        let cleared = match self.parts.try_lock() {
+            Ok(mut guard) => guard.take(),
+            Err(_) => None,
+        };
+        drop(cleared);
+    }
+
+    fn callback_obj(&self, py: Python<'_>) -> Py<PyAny> {
+        self.with_parts(|p| p.callback.clone_ref(py))
+            .unwrap_or_else(|| py.None())
+    }
+
+    fn args_obj(&self, py: Python<'_>) -> Py<PyAny> {
+        self.with_parts(|p| p.args.clone_ref(py).into_any())
+            .unwrap_or_else(|| py.None())
+    }
+
+    fn describe(&self, py: Python<'_>) -> String {
+        self.with_parts(|p| format_callback(py, &p.callback, &p.args))
+            .unwrap_or_default()
     }
 }
 
@@ -86,6 +141,10 @@ pub struct Handle {
 
 #[pymethods]
 impl Handle {
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.inner.traverse(&visit)
+    }
+
     fn cancel(&self) {
         self.inner.cancel(|c| &c.ready);
     }
@@ -100,12 +159,12 @@ impl Handle {
 
     #[getter]
     fn _callback(&self, py: Python<'_>) -> Py<PyAny> {
-        self.inner.callback.clone_ref(py)
+        self.inner.callback_obj(py)
     }
 
     #[getter]
-    fn _args(&self, py: Python<'_>) -> Py<PyTuple> {
-        self.inner.args.clone_ref(py)
+    fn _args(&self, py: Python<'_>) -> Py<PyAny> {
+        self.inner.args_obj(py)
     }
 
     #[getter]
@@ -114,8 +173,12 @@ impl Handle {
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
-        let state = if self.inner.is_cancelled() { " cancelled" } else { "" };
-        let source = format_callback(py, &self.inner.callback, &self.inner.args);
+        let state = if self.inner.is_cancelled() {
+            " cancelled"
+        } else {
+            ""
+        };
+        let source = self.inner.describe(py);
         format!("<Handle{state} {source}>")
     }
 }
@@ -128,6 +191,10 @@ pub struct TimerHandle {
 
 #[pymethods]
 impl TimerHandle {
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.inner.traverse(&visit)
+    }
+
     fn cancel(&self) {
         self.inner.cancel(|c| &c.timers);
     }
@@ -147,12 +214,12 @@ impl TimerHandle {
 
     #[getter]
     fn _callback(&self, py: Python<'_>) -> Py<PyAny> {
-        self.inner.callback.clone_ref(py)
+        self.inner.callback_obj(py)
     }
 
     #[getter]
-    fn _args(&self, py: Python<'_>) -> Py<PyTuple> {
-        self.inner.args.clone_ref(py)
+    fn _args(&self, py: Python<'_>) -> Py<PyAny> {
+        self.inner.args_obj(py)
     }
 
     #[getter]
@@ -166,8 +233,12 @@ impl TimerHandle {
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {
-        let state = if self.inner.is_cancelled() { " cancelled" } else { "" };
-        let source = format_callback(py, &self.inner.callback, &self.inner.args);
+        let state = if self.inner.is_cancelled() {
+            " cancelled"
+        } else {
+            ""
+        };
+        let source = self.inner.describe(py);
         format!("<TimerHandle{state} when={} {source}>", self.when)
     }
 }

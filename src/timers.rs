@@ -46,7 +46,10 @@ pub struct TimerQueue<T> {
 
 impl<T> Default for TimerQueue<T> {
     fn default() -> Self {
-        TimerQueue { heap: BinaryHeap::new(), next_seq: 0 }
+        TimerQueue {
+            heap: BinaryHeap::new(),
+            next_seq: 0,
+        }
     }
 }
 
@@ -54,7 +57,11 @@ impl<T> TimerQueue<T> {
     pub fn push(&mut self, deadline_ns: u64, item: T) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.heap.push(Entry { deadline_ns, seq, item });
+        self.heap.push(Entry {
+            deadline_ns,
+            seq,
+            item,
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -62,7 +69,11 @@ impl<T> TimerQueue<T> {
     }
 
     /// Drops cancelled entries from the top; returns the earliest live deadline.
-    pub fn next_deadline(&mut self, is_cancelled: impl Fn(&T) -> bool, mut on_drop: impl FnMut(T)) -> Option<u64> {
+    pub fn next_deadline(
+        &mut self,
+        is_cancelled: impl Fn(&T) -> bool,
+        mut on_drop: impl FnMut(T),
+    ) -> Option<u64> {
         while let Some(top) = self.heap.peek() {
             if is_cancelled(&top.item) {
                 let entry = self.heap.pop().expect("peeked");
@@ -84,7 +95,12 @@ impl<T> TimerQueue<T> {
     }
 
     /// Rebuilds the heap without cancelled entries when they are over half of it.
-    pub fn maybe_compact(&mut self, cancelled: usize, is_cancelled: impl Fn(&T) -> bool, mut on_drop: impl FnMut(T)) {
+    pub fn maybe_compact(
+        &mut self,
+        cancelled: usize,
+        is_cancelled: impl Fn(&T) -> bool,
+        mut on_drop: impl FnMut(T),
+    ) {
         if self.heap.len() >= MIN_ENTRIES_FOR_REBUILD && cancelled * 2 > self.heap.len() {
             let entries = std::mem::take(&mut self.heap).into_vec();
             let mut kept = Vec::with_capacity(entries.len() - cancelled.min(entries.len()));
@@ -97,6 +113,10 @@ impl<T> TimerQueue<T> {
             }
             self.heap = BinaryHeap::from(kept);
         }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &T> + '_ {
+        self.heap.iter().map(|e| &e.item)
     }
 
     pub fn drain(&mut self) -> impl Iterator<Item = T> + '_ {

@@ -4,7 +4,6 @@ right (tasks, futures, executors, exception handling, async generators), plus si
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import signal
 import socket
@@ -21,11 +20,24 @@ from monitored_ioloop.monitoring import MonitorCallback
 __all__ = ["Loop"]
 
 
+_SignalEntry = tuple[Callable[..., object], tuple[Any, ...], Context]
+
+
 def _noop_signal_handler(signum: int, frame: Any) -> None:
     """Installed for signals that have a loop handler: the loop reads them from its wake-up fd."""
 
 
 class Loop(_native.Loop, base_events.BaseEventLoop):  # type: ignore[misc]
+    # mypy reads BaseEventLoop's private helpers from typeshed, which leaves them out.
+    _set_coroutine_origin_tracking: Callable[[bool], None]
+    _asyncgen_firstiter_hook: Callable[[Any], None]
+    _asyncgen_finalizer_hook: Callable[[Any], None]
+    _thread_id: Optional[int]
+    _default_executor: Any
+    _executor_shutdown_called: bool
+    _closed: bool
+    _debug: bool
+
     """An asyncio event loop on libuv, with every callback timed natively.
 
     ``monitor_callback``, when given, is called after every dispatch with an
@@ -34,7 +46,7 @@ class Loop(_native.Loop, base_events.BaseEventLoop):  # type: ignore[misc]
 
     def __init__(self, monitor_callback: Optional[MonitorCallback] = None) -> None:
         base_events.BaseEventLoop.__init__(self)
-        self._signal_handlers: dict[int, tuple[Callable[..., object], tuple[Any, ...], Context]] = {}
+        self._signal_handlers: dict[int, _SignalEntry] = {}
         self._signal_socks: Optional[tuple[socket.socket, socket.socket]] = None
         self._saved_wakeup_fd: Optional[int] = None
         if monitor_callback is not None:
@@ -159,7 +171,9 @@ class Loop(_native.Loop, base_events.BaseEventLoop):  # type: ignore[misc]
         if sig not in signal.valid_signals():
             raise ValueError(f"invalid signal number {sig}")
 
-    def add_signal_handler(self, sig: int, callback: Callable[..., object], *args: Any) -> None:
+    def add_signal_handler(  # type: ignore[override]
+        self, sig: int, callback: Callable[..., object], *args: Any
+    ) -> None:
         if coroutines.iscoroutine(callback) or coroutines.iscoroutinefunction(callback):
             raise TypeError("coroutines cannot be used with add_signal_handler()")
         self._check_signal(sig)

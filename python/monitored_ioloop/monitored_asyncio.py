@@ -13,6 +13,7 @@ import heapq
 import threading
 import time
 from asyncio import events
+from asyncio.log import logger
 from contextvars import Context
 from typing import Any, Callable, Optional
 
@@ -103,7 +104,7 @@ class MonitoredSelectorEventLoop(asyncio.SelectorEventLoop):
                 )
             )
         except Exception:
-            events.logger.warning("Monitor callback failed.", exc_info=True)
+            logger.warning("Monitor callback failed.", exc_info=True)
 
     def _call_soon(
         self, callback: Callable[..., object], args: Any, context: Optional[Context]
@@ -144,7 +145,7 @@ class MonitoredSelectorEventLoop(asyncio.SelectorEventLoop):
 class MonitoredAsyncIOEventLoopPolicy(BaseMonitoredEventLoopPolicy):
     """A policy whose loops are :class:`MonitoredSelectorEventLoop`."""
 
-    def _loop_factory(self) -> MonitoredSelectorEventLoop:  # type: ignore[override]
+    def _loop_factory(self) -> MonitoredSelectorEventLoop:
         return MonitoredSelectorEventLoop(self._monitor_callback)
 
 

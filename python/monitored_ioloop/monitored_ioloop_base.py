@@ -17,5 +17,5 @@ class BaseMonitoredEventLoopPolicy(asyncio.DefaultEventLoopPolicy):
         super().__init__()
         self._monitor_callback = monitor_callback
 
-    def _loop_factory(self) -> asyncio.AbstractEventLoop:  # type: ignore[override]
+    def _loop_factory(self) -> asyncio.AbstractEventLoop:
         raise NotImplementedError

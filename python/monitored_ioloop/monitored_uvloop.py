@@ -41,7 +41,7 @@ class MonitoredUvloopEventLoopPolicy(BaseMonitoredEventLoopPolicy):
     def __init__(self, monitor_callback: Optional[MonitorCallback] = None) -> None:
         super().__init__(monitor_callback)  # type: ignore[arg-type]
 
-    def _loop_factory(self) -> MonitoredUvloopEventLoop:  # type: ignore[override]
+    def _loop_factory(self) -> MonitoredUvloopEventLoop:
         return MonitoredUvloopEventLoop(self._monitor_callback)
 
 

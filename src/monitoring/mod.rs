@@ -6,7 +6,7 @@ mod report;
 mod state;
 mod stats;
 
-pub use clock::{now_ns, seconds_to_deadline_ns};
+pub use clock::{monotonic_ns, seconds_to_deadline_ns, tick, ticks_to_ns};
 pub use report::Reporter;
 pub use state::IoLoopMonitorState;
 pub use stats::DispatchStats;

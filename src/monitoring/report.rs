@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use pyo3::intern;
 use pyo3::prelude::*;
 
-use super::clock::now_ns;
+use super::clock::monotonic_ns;
 use super::state::IoLoopMonitorState;
 
 const LOG_INTERVAL_NS: u64 = 1_000_000_000;
@@ -41,7 +41,7 @@ impl Reporter {
     }
 
     fn log_failure(&self, py: Python<'_>, err: PyErr) {
-        let now = now_ns();
+        let now = monotonic_ns();
         let last = self.last_log_ns.load(Relaxed);
         if last != 0 && now.saturating_sub(last) < LOG_INTERVAL_NS {
             self.suppressed.fetch_add(1, Relaxed);

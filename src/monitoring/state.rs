@@ -5,7 +5,7 @@
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyString, PyTuple};
-use pyo3::{intern, IntoPyObjectExt};
+use pyo3::{intern, IntoPyObjectExt, PyTraverseError, PyVisit};
 
 #[pyclass(module = "monitored_ioloop.monitoring", frozen, weakref, freelist = 16)]
 pub struct IoLoopMonitorState {
@@ -20,7 +20,12 @@ pub struct IoLoopMonitorState {
 static PRETTY_NAME: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
 
 impl IoLoopMonitorState {
-    pub fn for_dispatch(callback: Py<PyAny>, wall_time: f64, handles_count: usize, lag: f64) -> Self {
+    pub fn for_dispatch(
+        callback: Py<PyAny>,
+        wall_time: f64,
+        handles_count: usize,
+        lag: f64,
+    ) -> Self {
         IoLoopMonitorState {
             wall_time,
             handles_count,
@@ -71,6 +76,10 @@ impl IoLoopMonitorState {
         }
     }
 
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.callback)
+    }
+
     /// Wall-clock seconds the callback ran (a whole callback, or one step of a coroutine).
     #[getter]
     fn callback_wall_time(&self) -> f64 {
@@ -100,7 +109,12 @@ impl IoLoopMonitorState {
     fn __match_args__(py: Python<'_>) -> PyResult<Py<PyTuple>> {
         Ok(PyTuple::new(
             py,
-            ["callback_wall_time", "callback_pretty_name", "loop_handles_count", "loop_lag"],
+            [
+                "callback_wall_time",
+                "callback_pretty_name",
+                "loop_handles_count",
+                "loop_lag",
+            ],
         )?
         .unbind())
     }
@@ -124,7 +138,11 @@ impl IoLoopMonitorState {
         let same = self.wall_time == other.wall_time
             && self.handles_count == other.handles_count
             && self.lag == other.lag
-            && self.pretty_name(py)?.bind(py).as_any().eq(other.pretty_name(py)?.bind(py))?;
+            && self
+                .pretty_name(py)?
+                .bind(py)
+                .as_any()
+                .eq(other.pretty_name(py)?.bind(py))?;
         same.into_py_any(py)
     }
 }

@@ -46,6 +46,15 @@ mod tests {
         b.record(30, 5);
         b.record(5, 0);
         a.merge(&b);
-        assert_eq!((a.dispatches, a.busy_ns, a.max_wall_ns, a.lag_ns, a.max_lag_ns), (3, 45, 30, 6, 5));
+        assert_eq!(
+            (
+                a.dispatches,
+                a.busy_ns,
+                a.max_wall_ns,
+                a.lag_ns,
+                a.max_lag_ns
+            ),
+            (3, 45, 30, 6, 5)
+        );
     }
 }

@@ -5,8 +5,8 @@
 
 mod error;
 mod event_loop;
-mod waker;
 mod wait;
+mod waker;
 
 pub use error::{check, uv_error};
 pub use event_loop::Loop;

@@ -14,10 +14,21 @@ pub enum Readiness {
 
 /// Waits until one of `fds` (at most 32) is readable or `timeout_ms` passes (-1: forever).
 pub fn wait_readable(fds: &[i32], timeout_ms: i32) -> io::Result<Readiness> {
-    assert!(fds.len() <= 32, "wait_readable takes at most 32 descriptors");
-    let mut pollfds = [libc::pollfd { fd: -1, events: 0, revents: 0 }; 32];
+    assert!(
+        fds.len() <= 32,
+        "wait_readable takes at most 32 descriptors"
+    );
+    let mut pollfds = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; 32];
     for (slot, &fd) in pollfds.iter_mut().zip(fds) {
-        *slot = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        *slot = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
     }
     // SAFETY: `pollfds` is a live array of at least `fds.len()` initialised entries.
     let n = unsafe { libc::poll(pollfds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };

@@ -98,10 +98,16 @@ mod tests {
         let mut l = Loop::new().unwrap();
         let w = Waker::new(&mut l).unwrap();
         l.run_nowait();
-        assert_eq!(wait_readable(&[l.backend_fd()], 0).unwrap(), Readiness::TimedOut);
+        assert_eq!(
+            wait_readable(&[l.backend_fd()], 0).unwrap(),
+            Readiness::TimedOut
+        );
         let w2 = w.clone();
         std::thread::spawn(move || w2.wake()).join().unwrap();
-        assert_eq!(wait_readable(&[l.backend_fd()], 1000).unwrap(), Readiness::Ready(1));
+        assert_eq!(
+            wait_readable(&[l.backend_fd()], 1000).unwrap(),
+            Readiness::Ready(1)
+        );
         l.run_nowait();
         w.close();
         w.wake(); // closed: ignored

@@ -10,14 +10,16 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crossbeam_channel::{Receiver, Sender};
-use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::exceptions::{
+    PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::context;
 use crate::handles::{format_callback, Callback, CancelCounts, Handle, Parts, TimerHandle};
+use crate::io_watchers::{Fired, Watchers, READABLE, WRITABLE};
 use crate::monitoring::{
     monotonic_ns, seconds_to_deadline_ns, tick, ticks_to_ns, DispatchStats, Reporter,
 };
@@ -76,6 +78,8 @@ struct Core {
 }
 
 struct Uv {
+    // Declared before `event_loop`: watchers' poll handles close before the loop is dropped.
+    watchers: Watchers,
     event_loop: uv_sys::Loop,
     waker: uv_sys::Waker,
 }
@@ -94,8 +98,6 @@ pub struct Loop {
     uv: Mutex<Option<Uv>>,
     waker: uv_sys::Waker,
     counts: Arc<CancelCounts>,
-    threadsafe_tx: Sender<(Py<Handle>, u64)>,
-    threadsafe_rx: Receiver<(Py<Handle>, u64)>,
     running: AtomicBool,
     stopping: AtomicBool,
     closed: AtomicBool,
@@ -112,6 +114,26 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks is a bug; the data is still consistent enough
     // to carry on (queues of handles), so poisoning is not propagated.
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A descriptor from an int or an object with `fileno()`, as `selectors` accepts them.
+fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
+    let fd: i64 = match obj.extract::<i64>() {
+        Ok(fd) => fd,
+        Err(_) => obj
+            .call_method0(intern!(obj.py(), "fileno"))
+            .and_then(|f| f.extract::<i64>())
+            .map_err(|_| {
+                let shown = obj.repr().map(|r| r.to_string()).unwrap_or_default();
+                PyValueError::new_err(format!("Invalid file object: {shown}"))
+            })?,
+    };
+    if fd < 0 || fd > i32::MAX as i64 {
+        return Err(PyValueError::new_err(format!(
+            "Invalid file descriptor: {fd}"
+        )));
+    }
+    Ok(fd as i32)
 }
 
 fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
@@ -196,21 +218,6 @@ impl Loop {
         queued.saturating_sub(cancelled)
     }
 
-    fn drain_threadsafe(&self) {
-        if self.threadsafe_rx.is_empty() {
-            return;
-        }
-        let mut core = lock(&self.core);
-        while let Ok((handle, sent_tick)) = self.threadsafe_rx.try_recv() {
-            handle.get().inner.set_queued(true);
-            core.ready.push_back(Ready {
-                entry: Entry::Soon(handle),
-                ready_tick: sent_tick,
-                late_ns: 0,
-            });
-        }
-    }
-
     /// Milliseconds to wait for I/O: 0 while work is ready, until the next timer otherwise.
     fn wait_timeout_ms(&self) -> i32 {
         if self.stopping.load(Relaxed) {
@@ -274,9 +281,14 @@ impl Loop {
             uv_sys::Readiness::Interrupted => (false, true),
         };
         if run_uv || uv_timeout == 0 {
-            if let Some(uv) = lock(&this.uv).as_mut() {
-                uv.event_loop.run_nowait();
-            }
+            let fired = match lock(&this.uv).as_mut() {
+                Some(uv) => {
+                    uv.event_loop.run_nowait();
+                    uv.watchers.fired(py)
+                }
+                None => Fired::default(),
+            };
+            Self::queue_fired(slf, fired)?;
         }
         if signals {
             if signal_fd >= 0 {
@@ -285,6 +297,81 @@ impl Loop {
             py.check_signals()?;
         }
         Ok(())
+    }
+
+    /// Queues the reader/writer handles I/O made runnable, lag counted from the poll's return.
+    fn queue_fired(slf: &Bound<'_, Self>, fired: Fired) -> PyResult<()> {
+        let this = slf.get();
+        for (fd, which) in fired.cancelled {
+            Self::remove_watcher(slf, fd, which)?;
+        }
+        if fired.runnable.is_empty() {
+            return Ok(());
+        }
+        let polled = this.last_poll_tick.load(Relaxed);
+        let mut core = lock(&this.core);
+        for handle in fired.runnable {
+            handle.get().inner.set_queued(true);
+            core.ready.push_back(Ready {
+                entry: Entry::Soon(handle),
+                ready_tick: polled,
+                late_ns: 0,
+            });
+        }
+        Ok(())
+    }
+
+    fn add_watcher(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        which: i32,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        let method = if which == READABLE {
+            "add_reader"
+        } else {
+            "add_writer"
+        };
+        Self::check_schedule(slf, &callback, method, false)?;
+        let fd = fileobj_to_fd(fd)?;
+        let inner = this.new_callback(py, callback, args, None)?;
+        let handle = Py::new(py, Handle { inner })?;
+        let replaced = {
+            let mut uv = lock(&this.uv);
+            let uv = uv
+                .as_mut()
+                .ok_or_else(|| PyRuntimeError::new_err("Event loop is closed"))?;
+            let Uv {
+                watchers,
+                event_loop,
+                ..
+            } = uv;
+            watchers.set(event_loop, fd, which, handle.clone_ref(py))
+        };
+        match replaced {
+            Ok(Some(old)) => old.get().cancel_now(),
+            Ok(None) => {}
+            Err(err) => return Err(PyErr::from(err)),
+        }
+        Ok(handle)
+    }
+
+    fn remove_watcher(slf: &Bound<'_, Self>, fd: i32, which: i32) -> PyResult<bool> {
+        let this = slf.get();
+        let removed = match lock(&this.uv).as_mut() {
+            Some(uv) => uv.watchers.remove(fd, which),
+            None => None,
+        };
+        Ok(match removed {
+            Some(handle) => {
+                handle.get().cancel_now();
+                true
+            }
+            None => false,
+        })
     }
 
     /// Moves expired timers to the ready queue and takes the batch this iteration runs.
@@ -336,10 +423,8 @@ impl Loop {
 
     fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
         let this = slf.get();
-        this.drain_threadsafe();
         let timeout = this.wait_timeout_ms();
         Self::poll_io(slf, timeout)?;
-        this.drain_threadsafe();
         let mut batch = this.take_batch();
         let outcome = Self::dispatch(slf, &mut batch);
         let mut core = lock(&this.core);
@@ -464,19 +549,17 @@ impl Loop {
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         let mut event_loop = uv_sys::Loop::new().map_err(PyOSError::new_err)?;
         let waker = uv_sys::Waker::new(&mut event_loop).map_err(PyOSError::new_err)?;
-        let (threadsafe_tx, threadsafe_rx) = crossbeam_channel::unbounded();
         // The first read calibrates the tick clock: pay it here, not inside a timed dispatch.
         tick();
         Ok(Loop {
             core: Mutex::new(Core::default()),
             uv: Mutex::new(Some(Uv {
+                watchers: Watchers::default(),
                 event_loop,
                 waker: waker.clone(),
             })),
             waker,
             counts: Arc::new(CancelCounts::default()),
-            threadsafe_tx,
-            threadsafe_rx,
             running: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -488,6 +571,54 @@ impl Loop {
             signal_fd: AtomicI32::new(-1),
             last_poll_tick: AtomicU64::new(0),
         })
+    }
+
+    /// asyncio's `_add_reader`: `callback(*args)` whenever `fd` is readable; replaces (and
+    /// cancels) a previous reader of the same descriptor.
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_reader(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        Self::add_watcher(slf, fd, callback, args, READABLE)
+    }
+
+    #[pyo3(signature = (fd, callback, *args))]
+    fn _add_writer(
+        slf: &Bound<'_, Self>,
+        fd: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+    ) -> PyResult<Py<Handle>> {
+        Self::add_watcher(slf, fd, callback, args, WRITABLE)
+    }
+
+    /// True if `fd` had a reader (now removed and cancelled).
+    fn _remove_reader(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        if slf.get().closed.load(Relaxed) {
+            return Ok(false);
+        }
+        Self::remove_watcher(slf, fileobj_to_fd(fd)?, READABLE)
+    }
+
+    fn _remove_writer(slf: &Bound<'_, Self>, fd: &Bound<'_, PyAny>) -> PyResult<bool> {
+        if slf.get().closed.load(Relaxed) {
+            return Ok(false);
+        }
+        Self::remove_watcher(slf, fileobj_to_fd(fd)?, WRITABLE)
+    }
+
+    /// `(events, reader, writer)` watched on `fd` (selectors' EVENT_READ/EVENT_WRITE bits), or
+    /// None.
+    #[allow(clippy::type_complexity)]
+    fn _io_watch_state(
+        &self,
+        py: Python<'_>,
+        fd: i32,
+    ) -> Option<(i32, Option<Py<Handle>>, Option<Py<Handle>>)> {
+        lock(&self.uv).as_ref()?.watchers.state(py, fd)
     }
 
     /// Pending handles often lead back to the loop (a task step holds its task, which holds
@@ -506,6 +637,11 @@ impl Loop {
         }
         if let Ok(monitor) = self.monitor.try_lock() {
             visit.call(&*monitor)?;
+        }
+        if let Ok(uv) = self.uv.try_lock() {
+            if let Some(uv) = uv.as_ref() {
+                uv.watchers.traverse(&visit)?;
+            }
         }
         Ok(())
     }
@@ -568,8 +704,8 @@ impl Loop {
         Self::schedule_at(slf, when, callback, args, context, "call_at")
     }
 
-    /// Safe from any thread: the handle travels through a channel and a libuv async handle
-    /// wakes the loop.
+    /// Safe from any thread: the handle joins the ready queue and a libuv async handle wakes
+    /// the loop.
     #[pyo3(signature = (callback, *args, context=None))]
     fn call_soon_threadsafe(
         slf: &Bound<'_, Self>,
@@ -581,11 +717,23 @@ impl Loop {
         let this = slf.get();
         Self::check_schedule(slf, &callback, "call_soon_threadsafe", false)?;
         let inner = this.new_callback(py, callback, args, context.as_ref())?;
+        inner.set_queued(true);
         let handle = Py::new(py, Handle { inner })?;
-        // The receiver lives as long as the loop, so the send cannot fail.
-        let _ = this.threadsafe_tx.send((handle.clone_ref(py), tick()));
+        // The ready queue is behind a mutex, so any thread may append to it: the handle keeps
+        // its place among call_soon's (FIFO across threads, as asyncio's deque append).
+        let ready = Ready {
+            entry: Entry::Soon(handle.clone_ref(py)),
+            ready_tick: tick(),
+            late_ns: 0,
+        };
+        lock(&this.core).ready.push_back(ready);
         this.waker.wake();
         Ok(handle)
+    }
+
+    /// Ends the loop's wait from any thread (asyncio's `_write_to_self`).
+    fn _write_to_self(&self) {
+        self.waker.wake();
     }
 
     fn stop(&self) {
@@ -650,10 +798,13 @@ impl Loop {
             let timers = core.timers.drain().collect();
             (ready, timers)
         };
-        let pending: Vec<_> = self.threadsafe_rx.try_iter().collect();
-        let uv = lock(&self.uv).take();
+        let mut uv = lock(&self.uv).take();
+        let watched = uv
+            .as_mut()
+            .map(|uv| uv.watchers.close_all())
+            .unwrap_or_default();
         // Released outside the locks: dropping the last reference may run Python code.
-        drop((ready, timers, pending, uv));
+        drop((ready, timers, uv, watched));
         Ok(())
     }
 

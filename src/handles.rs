@@ -139,6 +139,13 @@ pub struct Handle {
     pub inner: Callback,
 }
 
+impl Handle {
+    /// Cancels from Rust (a replaced or removed reader/writer).
+    pub fn cancel_now(&self) {
+        self.inner.cancel(|c| &c.ready);
+    }
+}
+
 #[pymethods]
 impl Handle {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {

@@ -4,6 +4,7 @@
 mod context;
 mod event_loop;
 mod handles;
+mod io_watchers;
 mod monitoring;
 mod timers;
 

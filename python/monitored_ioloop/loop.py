@@ -1,16 +1,25 @@
-"""The native loop as asyncio sees it: ``_native.Loop`` (ready queue, timers, the run cycle and
-monitoring, in Rust) joined with asyncio's ``BaseEventLoop`` for the cold paths it already gets
-right (tasks, futures, executors, exception handling, async generators), plus signals."""
+"""The native loop as asyncio sees it: ``_native.Loop`` (ready queue, timers, fd watchers, the
+run cycle and monitoring, in Rust) joined with asyncio's selector loop for the paths it already
+gets right in Python (tasks, futures, executors, exception handling, async generators, sockets,
+transports, servers, pipes, subprocesses), plus signals.
+
+asyncio's selector loop code only reaches the OS through ``_add_reader``/``_add_writer`` and
+their removals, which the native core implements on libuv; the selector it keeps is a read-only
+view of the native watchers (its transports' reprs read it)."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import selectors
 import signal
 import socket
 import sys
 import threading
 import warnings
-from asyncio import base_events, coroutines, events
+import weakref
+from asyncio import coroutines, events
+from collections.abc import Iterator, Mapping
 from contextvars import Context, copy_context
 from typing import Any, Callable, Optional
 
@@ -27,7 +36,50 @@ def _noop_signal_handler(signum: int, frame: Any) -> None:
     """Installed for signals that have a loop handler: the loop reads them from its wake-up fd."""
 
 
-class Loop(_native.Loop, base_events.BaseEventLoop):  # type: ignore[misc]
+class _WatcherMap(Mapping[Any, selectors.SelectorKey]):
+    def __init__(self, selector: _NativeSelector) -> None:
+        self._selector = selector
+
+    def __getitem__(self, fileobj: Any) -> selectors.SelectorKey:
+        return self._selector.get_key(fileobj)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+
+class _NativeSelector(selectors.BaseSelector):
+    """What asyncio's selector loop code sees of the native fd watchers: keys to read, nothing
+    to register (the native ``_add_reader``/``_add_writer`` do that) and nothing to select."""
+
+    def __init__(self) -> None:
+        self._loop: Optional[weakref.ReferenceType[Loop]] = None
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        raise NotImplementedError("the native loop watches descriptors itself")
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        raise NotImplementedError("the native loop watches descriptors itself")
+
+    def select(self, timeout: Optional[float] = None) -> list[tuple[selectors.SelectorKey, int]]:
+        raise NotImplementedError("the native loop waits for events itself")
+
+    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
+        loop = self._loop() if self._loop is not None else None
+        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        state = loop._io_watch_state(fd) if loop is not None else None
+        if state is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        events_mask, reader, writer = state
+        return selectors.SelectorKey(fileobj, fd, events_mask, (reader, writer))
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
+        return _WatcherMap(self)
+
+
+class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
     # mypy reads BaseEventLoop's private helpers from typeshed, which leaves them out.
     _set_coroutine_origin_tracking: Callable[[bool], None]
     _asyncgen_firstiter_hook: Callable[[Any], None]
@@ -45,12 +97,99 @@ class Loop(_native.Loop, base_events.BaseEventLoop):  # type: ignore[misc]
     """
 
     def __init__(self, monitor_callback: Optional[MonitorCallback] = None) -> None:
-        base_events.BaseEventLoop.__init__(self)
+        selector = _NativeSelector()
+        asyncio.SelectorEventLoop.__init__(self, selector)
+        selector._loop = weakref.ref(self)
         self._signal_handlers: dict[int, _SignalEntry] = {}
         self._signal_socks: Optional[tuple[socket.socket, socket.socket]] = None
         self._saved_wakeup_fd: Optional[int] = None
         if monitor_callback is not None:
             self.set_monitor_callback(monitor_callback)
+
+    # -- asyncio's self-pipe: the native loop has its own wake-up --------------------------------
+
+    def _make_self_pipe(self) -> None:
+        self._ssock = self._csock = None
+
+    def _close_self_pipe(self) -> None:
+        pass
+
+    # -- sockets: asyncio's implementations, with blocking sockets always refused (as uvloop) ---
+
+    @staticmethod
+    def _check_nonblocking(sock: socket.socket) -> None:
+        if sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+
+    async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
+        self._check_nonblocking(sock)
+        return await super().sock_recv(sock, n)
+
+    async def sock_recv_into(self, sock: socket.socket, buf: Any) -> int:
+        self._check_nonblocking(sock)
+        return await super().sock_recv_into(sock, buf)
+
+    async def sock_sendall(self, sock: socket.socket, data: Any) -> None:
+        self._check_nonblocking(sock)
+        return await super().sock_sendall(sock, data)
+
+    async def sock_connect(self, sock: socket.socket, address: Any) -> None:
+        self._check_nonblocking(sock)
+        return await super().sock_connect(sock, address)
+
+    async def sock_accept(self, sock: socket.socket) -> tuple[socket.socket, Any]:
+        self._check_nonblocking(sock)
+        return await super().sock_accept(sock)
+
+    if sys.version_info >= (3, 11):
+
+        async def sock_recvfrom(self, sock: socket.socket, bufsize: int) -> tuple[bytes, Any]:
+            self._check_nonblocking(sock)
+            return await super().sock_recvfrom(sock, bufsize)
+
+        async def sock_recvfrom_into(
+            self, sock: socket.socket, buf: Any, nbytes: int = 0
+        ) -> tuple[int, Any]:
+            self._check_nonblocking(sock)
+            return await super().sock_recvfrom_into(sock, buf, nbytes)
+
+        async def sock_sendto(self, sock: socket.socket, data: Any, address: Any) -> int:
+            self._check_nonblocking(sock)
+            return await super().sock_sendto(sock, data, address)
+
+    else:  # asyncio gained these in 3.11
+
+        async def _sock_io(self, sock: socket.socket, write: bool, op: Callable[[], Any]) -> Any:
+            while True:
+                try:
+                    return op()
+                except (BlockingIOError, InterruptedError):
+                    pass
+                waiter = self.create_future()
+                fd = sock.fileno()
+                add = self._add_writer if write else self._add_reader
+                remove = self._remove_writer if write else self._remove_reader
+                add(fd, lambda: waiter.done() or waiter.set_result(None))
+                try:
+                    await waiter
+                finally:
+                    remove(fd)
+
+        async def sock_recvfrom(self, sock: socket.socket, bufsize: int) -> tuple[bytes, Any]:
+            self._check_nonblocking(sock)
+            return await self._sock_io(sock, False, lambda: sock.recvfrom(bufsize))  # type: ignore[no-any-return]
+
+        async def sock_recvfrom_into(
+            self, sock: socket.socket, buf: Any, nbytes: int = 0
+        ) -> tuple[int, Any]:
+            self._check_nonblocking(sock)
+            return await self._sock_io(  # type: ignore[no-any-return]
+                sock, False, lambda: sock.recvfrom_into(buf, nbytes)
+            )
+
+        async def sock_sendto(self, sock: socket.socket, data: Any, address: Any) -> int:
+            self._check_nonblocking(sock)
+            return await self._sock_io(sock, True, lambda: sock.sendto(data, address))  # type: ignore[no-any-return]
 
     # -- debug --------------------------------------------------------------------------------
 
@@ -96,6 +235,8 @@ class Loop(_native.Loop, base_events.BaseEventLoop):  # type: ignore[misc]
             return
         self._close_native()
         self._closed = True
+        # As asyncio's selector loop: transports' reprs then say "open" rather than ask.
+        self._selector = None
         for sig in list(self._signal_handlers):
             self.remove_signal_handler(sig)
         self._update_wakeup_fd()

@@ -32,6 +32,11 @@ __all__ = ["Loop"]
 _SignalEntry = tuple[Callable[..., object], tuple[Any, ...], Context]
 
 
+def _wake_waiter(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def _noop_signal_handler(signum: int, frame: Any) -> None:
     """Installed for signals that have a loop handler: the loop reads them from its wake-up fd."""
 
@@ -169,7 +174,7 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
                 fd = sock.fileno()
                 add = self._add_writer if write else self._add_reader
                 remove = self._remove_writer if write else self._remove_reader
-                add(fd, lambda: waiter.done() or waiter.set_result(None))
+                add(fd, _wake_waiter, waiter)
                 try:
                     await waiter
                 finally:

@@ -461,12 +461,10 @@ impl Loop {
                 ready.entry.forget_cancelled(&this.counts);
                 continue;
             }
-            let parts = cb.lock_parts();
-            let Some(Parts { callback, args }) = parts.as_ref() else {
-                // Cleared by a cancel that raced with nothing: treat as cancelled.
+            let Some(Parts { callback, args }) = cb.parts(py) else {
                 continue;
             };
-            let result = context::call_in_context(py, &cb.context, callback, args);
+            let result = context::call_in_context(py, &cb.context, &callback, &args);
             let end = tick();
             let wall_ns = ticks_to_ns(start, end);
             let lag_ns = ticks_to_ns(ready.ready_tick, start) + ready.late_ns;
@@ -474,16 +472,24 @@ impl Loop {
             let mut resync = false;
             if let Some(monitor) = &monitor {
                 let count = this.pending_count(batch.len());
-                let callback = callback.clone_ref(py);
-                this.reporter
-                    .report(py, monitor, callback, wall_ns, count, lag_ns);
+                let reported = this.reporter.report(
+                    py,
+                    monitor,
+                    callback.clone_ref(py),
+                    wall_ns,
+                    count,
+                    lag_ns,
+                );
                 resync = true;
+                if let Err(fatal) = reported {
+                    outcome = Err(fatal);
+                    break;
+                }
             }
             let failure = result.err().map(|err| {
-                let source = format_callback(py, callback, args);
+                let source = format_callback(py, &callback, &args);
                 (err, source)
             });
-            drop(parts);
             if debug {
                 Self::warn_if_slow(slf, &ready.entry, wall_ns);
                 resync = true;

@@ -6,7 +6,7 @@
 //! timer heap, so a cancel can be counted there and the pending count stays exact.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -28,12 +28,21 @@ pub struct Parts {
     pub args: Py<PyTuple>,
 }
 
+impl Parts {
+    fn clone_ref(&self, py: Python<'_>) -> Parts {
+        Parts {
+            callback: self.callback.clone_ref(py),
+            args: self.args.clone_ref(py),
+        }
+    }
+}
+
 /// What a handle runs: `callback(*args)` inside `context`.
 ///
-/// `parts` is locked by the dispatcher for the whole run; everything else only `try_lock`s it,
-/// so a callback that cancels or formats its own handle never waits on itself.
+/// `parts` is only ever locked to copy or take the references out (no Python code runs under
+/// the lock, so no holder can wait for the GIL while another thread waits for the lock).
 pub struct Callback {
-    pub parts: Mutex<Option<Parts>>,
+    parts: Mutex<Option<Parts>>,
     pub context: Py<PyAny>,
     cancelled: AtomicBool,
     queued: AtomicBool,
@@ -66,17 +75,14 @@ impl Callback {
         self.queued.store(queued, Relaxed);
     }
 
-    /// The dispatcher's hold on the parts while the callback runs.
+    /// New references to the callable and its arguments (None once cancelled).
     #[inline]
-    pub fn lock_parts(&self) -> MutexGuard<'_, Option<Parts>> {
-        self.parts.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn with_parts<R>(&self, f: impl FnOnce(&Parts) -> R) -> Option<R> {
-        match self.parts.try_lock() {
-            Ok(guard) => guard.as_ref().map(f),
-            Err(_) => None,
-        }
+    pub fn parts(&self, py: Python<'_>) -> Option<Parts> {
+        self.parts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|p| p.clone_ref(py))
     }
 
     /// Lets the cycle collector see what the handle holds: a handle stored on the object its
@@ -95,26 +101,26 @@ impl Callback {
         if !self.cancelled.swap(true, Relaxed) && self.queued.load(Relaxed) {
             counter(&self.counts).fetch_add(1, Relaxed);
         }
-        // Not while the handle runs (the dispatcher holds the lock): it has run by then anyway.
-        let cleared = match self.parts.try_lock() {
-            Ok(mut guard) => guard.take(),
-            Err(_) => None,
-        };
+        let cleared = self.parts.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // Released after the lock: dropping the last reference may run Python code.
         drop(cleared);
     }
 
     fn callback_obj(&self, py: Python<'_>) -> Py<PyAny> {
-        self.with_parts(|p| p.callback.clone_ref(py))
+        self.parts(py)
+            .map(|p| p.callback)
             .unwrap_or_else(|| py.None())
     }
 
     fn args_obj(&self, py: Python<'_>) -> Py<PyAny> {
-        self.with_parts(|p| p.args.clone_ref(py).into_any())
+        self.parts(py)
+            .map(|p| p.args.into_any())
             .unwrap_or_else(|| py.None())
     }
 
     fn describe(&self, py: Python<'_>) -> String {
-        self.with_parts(|p| format_callback(py, &p.callback, &p.args))
+        self.parts(py)
+            .map(|p| format_callback(py, &p.callback, &p.args))
             .unwrap_or_default()
     }
 }

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
 
@@ -18,7 +19,8 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// Calls `monitor(state)`; whatever the monitor does, the loop goes on.
+    /// Calls `monitor(state)`; whatever the monitor does, the loop goes on, except for
+    /// KeyboardInterrupt and SystemExit, which are returned to end the run as anywhere else.
     pub fn report(
         &self,
         py: Python<'_>,
@@ -27,7 +29,7 @@ impl Reporter {
         wall_ns: u64,
         handles_count: usize,
         lag_ns: u64,
-    ) {
+    ) -> PyResult<()> {
         let state = IoLoopMonitorState::for_dispatch(
             callback,
             wall_ns as f64 * 1e-9,
@@ -35,8 +37,18 @@ impl Reporter {
             lag_ns as f64 * 1e-9,
         );
         let outcome = Py::new(py, state).and_then(|s| monitor.bind(py).call1((s,)).map(drop));
-        if let Err(err) = outcome {
-            self.log_failure(py, err);
+        match outcome {
+            Err(err)
+                if err.is_instance_of::<PyKeyboardInterrupt>(py)
+                    || err.is_instance_of::<PySystemExit>(py) =>
+            {
+                Err(err)
+            }
+            Err(err) => {
+                self.log_failure(py, err);
+                Ok(())
+            }
+            Ok(()) => Ok(()),
         }
     }
 

@@ -3,11 +3,9 @@ coroutine on it."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
 import pytest
-
 from monitored_ioloop.loop import Loop
 
 T = TypeVar("T")

@@ -136,6 +136,23 @@ fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
     Ok(fd as i32)
 }
 
+/// An OSError built as `OSError(errno, strerror)`, so that Python picks the subclass
+/// (ConnectionRefusedError, ...) and `.errno` is set, as for errors raised by `socket`.
+pub fn os_error(err: std::io::Error) -> PyErr {
+    match err.raw_os_error() {
+        Some(code) => {
+            let message = std::io::Error::from_raw_os_error(code).to_string();
+            let message = message
+                .split(" (os error")
+                .next()
+                .unwrap_or(&message)
+                .to_owned();
+            PyOSError::new_err((code, message))
+        }
+        None => PyOSError::new_err(err.to_string()),
+    }
+}
+
 fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
     err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
 }
@@ -273,7 +290,7 @@ impl Loop {
         } else {
             py.allow_threads(|| uv_sys::wait_readable(fds, timeout))
         }
-        .map_err(PyOSError::new_err)?;
+        .map_err(os_error)?;
         this.last_poll_tick.store(tick(), Relaxed);
         let (run_uv, signals) = match readiness {
             uv_sys::Readiness::Ready(bits) => (bits & 1 != 0, bits & 2 != 0),
@@ -354,7 +371,7 @@ impl Loop {
         match replaced {
             Ok(Some(old)) => old.get().cancel_now(),
             Ok(None) => {}
-            Err(err) => return Err(PyErr::from(err)),
+            Err(err) => return Err(os_error(err)),
         }
         Ok(handle)
     }
@@ -553,8 +570,8 @@ impl Loop {
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
-        let mut event_loop = uv_sys::Loop::new().map_err(PyOSError::new_err)?;
-        let waker = uv_sys::Waker::new(&mut event_loop).map_err(PyOSError::new_err)?;
+        let mut event_loop = uv_sys::Loop::new().map_err(os_error)?;
+        let waker = uv_sys::Waker::new(&mut event_loop).map_err(os_error)?;
         // The first read calibrates the tick clock: pay it here, not inside a timed dispatch.
         tick();
         Ok(Loop {

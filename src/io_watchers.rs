@@ -120,13 +120,19 @@ impl Watchers {
     }
 
     /// Turns what libuv reported since the last call into runnable handles.
-    pub fn fired(&self, py: Python<'_>) -> Fired {
+    pub fn fired(&mut self, py: Python<'_>) -> Fired {
         let events = std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()));
         let mut fired = Fired::default();
         for (fd, result) in events {
-            let Some(watcher) = self.map.get(&fd) else {
+            let Some(watcher) = self.map.get_mut(&fd) else {
                 continue;
             };
+            if result.is_err() {
+                // libuv stops a poll handle that reported an error (POLLERR, e.g. a datagram
+                // socket's ICMP unreachable); a selector keeps watching, so re-arm it.
+                let wanted = watcher.wanted();
+                let _ = watcher.poll.set_events(wanted);
+            }
             // An error (the descriptor hung up or went bad) wakes both sides: their next
             // read or write reports it, as with a selector.
             let mask = result.unwrap_or(READABLE | WRITABLE);

@@ -5,6 +5,7 @@ mod context;
 mod event_loop;
 mod handles;
 mod io_watchers;
+mod loadgen;
 mod monitoring;
 mod timers;
 
@@ -16,5 +17,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<monitoring::IoLoopMonitorState>()?;
+    m.add_function(wrap_pyfunction!(loadgen::echo_load, m)?)?;
     Ok(())
 }

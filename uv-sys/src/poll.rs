@@ -54,6 +54,14 @@ impl Poll {
     /// Watches `fd` (which libuv switches to non-blocking mode). Fails with the OS error for a
     /// descriptor the backend cannot watch (EBADF, EPERM for regular files, ...).
     pub fn new(event_loop: &mut Loop, fd: i32, callback: PollCallback) -> io::Result<Poll> {
+        // uv_poll_init switches the descriptor to non-blocking mode; asyncio's add_reader leaves
+        // it as it was (a watched stdin must stay blocking for the terminal), and epoll does not
+        // need it, so the flag is put back.
+        // SAFETY: F_GETFL only reads the descriptor's flags; a bad fd returns -1 (checked).
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
         let inner = Box::into_raw(Box::new(Inner {
             handle: MaybeUninit::uninit(),
             callback,
@@ -72,6 +80,10 @@ impl Poll {
             // SAFETY: init failed, so libuv never saw the handle: the Box is ours to free.
             unsafe { drop(Box::from_raw(inner)) };
             return Err(err);
+        }
+        if flags & libc::O_NONBLOCK == 0 {
+            // SAFETY: restores the flags read above on the same, still open, descriptor.
+            unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
         }
         Ok(Poll { inner, events: 0 })
     }
@@ -144,6 +156,25 @@ mod tests {
         );
         l.run_nowait();
         assert_eq!(*seen.lock().unwrap(), vec![READABLE]);
+        p.close();
+        l.run_nowait();
+        // SAFETY: both descriptors are open and owned by this test.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+    }
+
+    #[test]
+    fn watching_leaves_a_blocking_descriptor_blocking() {
+        let mut fds = [0i32; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let mut l = Loop::new().unwrap();
+        let p = Poll::new(&mut l, fds[0], Box::new(|_| ())).unwrap();
+        // SAFETY: fds[0] is open; F_GETFL only reads.
+        let flags = unsafe { libc::fcntl(fds[0], libc::F_GETFL) };
+        assert_eq!(flags & libc::O_NONBLOCK, 0);
         p.close();
         l.run_nowait();
         // SAFETY: both descriptors are open and owned by this test.

@@ -1,0 +1,107 @@
+"""TCP echo workloads: a server in one process (the loop under test, one echo style), the
+native load generator in another, pinned to different cores.
+
+``python -m monitored_ioloop.bench.net serve LOOP STYLE`` prints the port, then serves until
+killed; ``python -m monitored_ioloop.bench.net load PORT SIZE CONNECTIONS SECONDS`` prints JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+from typing import Any
+
+from monitored_ioloop.bench.loops import LOOPS
+
+STYLES = ("sock", "streams", "protocol")
+READ_SIZE = 256 * 1024
+
+
+class _EchoProtocol(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: Any = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+
+async def _serve_sock(loop: asyncio.AbstractEventLoop, listener: socket.socket) -> None:
+    async def echo(conn: socket.socket) -> None:
+        with conn:
+            while True:
+                data = await loop.sock_recv(conn, READ_SIZE)
+                if not data:
+                    return
+                await loop.sock_sendall(conn, data)
+
+    while True:
+        conn, _ = await loop.sock_accept(listener)
+        conn.setblocking(False)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        loop.create_task(echo(conn))
+
+
+async def _serve_streams(listener: socket.socket) -> None:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            data = await reader.read(READ_SIZE)
+            if not data:
+                break
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, sock=listener)
+    await server.serve_forever()
+
+
+async def _serve(loop_name: str, style: str) -> None:
+    loop = asyncio.get_running_loop()
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1024)
+    listener.setblocking(False)
+    print(listener.getsockname()[1], flush=True)
+    if style == "sock":
+        await _serve_sock(loop, listener)
+    elif style == "streams":
+        await _serve_streams(listener)
+    else:
+        server = await loop.create_server(_EchoProtocol, sock=listener)
+        await server.serve_forever()
+
+
+def serve(loop_name: str, style: str) -> None:
+    if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
+        os.sched_setaffinity(0, {0})
+    loop = LOOPS[loop_name]()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(_serve(loop_name, style))
+    except KeyboardInterrupt:
+        pass
+
+
+def load(port: int, size: int, connections: int, seconds: float) -> dict[str, Any]:
+    from monitored_ioloop._native import echo_load
+
+    if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
+        os.sched_setaffinity(0, {1})
+    return echo_load(f"127.0.0.1:{port}", size, connections, seconds)  # type: ignore[no-any-return]
+
+
+def main(argv: list[str]) -> int:
+    if argv[0] == "serve":
+        serve(argv[1], argv[2])
+    else:
+        result = load(int(argv[1]), int(argv[2]), int(argv[3]), float(argv[4]))
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

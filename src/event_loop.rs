@@ -345,15 +345,25 @@ impl Loop {
         args: Bound<'_, PyTuple>,
         which: i32,
     ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let this = slf.get();
         let method = if which == READABLE {
             "add_reader"
         } else {
             "add_writer"
         };
         Self::check_schedule(slf, &callback, method, false)?;
-        let fd = fileobj_to_fd(fd)?;
+        Self::watch_fd(slf, fileobj_to_fd(fd)?, callback, args, which)
+    }
+
+    /// Registers `callback(*args)` as the reader or writer of `fd` (no argument checks).
+    pub(crate) fn watch_fd(
+        slf: &Bound<'_, Self>,
+        fd: i32,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        which: i32,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
         let inner = this.new_callback(py, callback, args, None)?;
         let handle = Py::new(py, Handle { inner })?;
         let replaced = {
@@ -376,7 +386,7 @@ impl Loop {
         Ok(handle)
     }
 
-    fn remove_watcher(slf: &Bound<'_, Self>, fd: i32, which: i32) -> PyResult<bool> {
+    pub(crate) fn remove_watcher(slf: &Bound<'_, Self>, fd: i32, which: i32) -> PyResult<bool> {
         let this = slf.get();
         let removed = match lock(&this.uv).as_mut() {
             Some(uv) => uv.watchers.remove(fd, which),
@@ -424,6 +434,28 @@ impl Loop {
         };
         self.forget_timers(dropped);
         batch
+    }
+
+    /// Appends `callback(*args)` to the ready queue (no argument checks).
+    pub(crate) fn soon(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        let py = slf.py();
+        let this = slf.get();
+        let inner = this.new_callback(py, callback, args, context)?;
+
+        inner.set_queued(true);
+        let handle = Py::new(py, Handle { inner })?;
+        let ready = Ready {
+            entry: Entry::Soon(handle.clone_ref(py)),
+            ready_tick: tick(),
+            late_ns: 0,
+        };
+        lock(&this.core).ready.push_back(ready);
+        Ok(handle)
     }
 
     /// Forgets cancelled timers taken out of the heap. Called outside the core lock: releasing
@@ -681,19 +713,8 @@ impl Loop {
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let this = slf.get();
         Self::check_schedule(slf, &callback, "call_soon", true)?;
-        let inner = this.new_callback(py, callback, args, context.as_ref())?;
-        inner.set_queued(true);
-        let handle = Py::new(py, Handle { inner })?;
-        let ready = Ready {
-            entry: Entry::Soon(handle.clone_ref(py)),
-            ready_tick: tick(),
-            late_ns: 0,
-        };
-        lock(&this.core).ready.push_back(ready);
-        Ok(handle)
+        Self::soon(slf, callback, args, context.as_ref())
     }
 
     #[pyo3(signature = (delay, callback, *args, context=None))]

@@ -153,6 +153,7 @@ impl Watchers {
     }
 
     /// `(events, reader, writer)` of `fd`, for the selector view asyncio's reprs read.
+    #[allow(clippy::type_complexity)]
     pub fn state(
         &self,
         py: Python<'_>,

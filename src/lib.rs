@@ -8,6 +8,7 @@ mod io_watchers;
 mod loadgen;
 mod monitoring;
 mod timers;
+mod transport;
 
 use pyo3::prelude::*;
 
@@ -16,6 +17,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::Loop>()?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
+    m.add_class::<transport::StreamCore>()?;
     m.add_class::<monitoring::IoLoopMonitorState>()?;
     m.add_function(wrap_pyfunction!(loadgen::echo_load, m)?)?;
     Ok(())

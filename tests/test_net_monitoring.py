@@ -203,11 +203,6 @@ def test_every_network_report_has_non_negative_lag_and_wall_time(
     assert all(s.loop_lag >= 0 and s.callback_wall_time >= 0 for s in reports)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a transport read is reported as '_SelectorSocketTransport._read_ready', "
-    "not as the protocol's 'EchoProto.data_received'",
-)
 def test_a_transport_read_is_reported_as_the_protocols_data_received(
     monitored_loop: Loop, reports: Reports
 ) -> None:

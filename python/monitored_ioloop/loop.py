@@ -25,9 +25,14 @@ from typing import Any, Callable, Optional
 
 from monitored_ioloop import _native
 from monitored_ioloop.monitoring import MonitorCallback
+from monitored_ioloop.transports import SocketTransport
 
 __all__ = ["Loop"]
 
+
+_STREAM_FAMILIES = tuple(
+    getattr(socket, name) for name in ("AF_INET", "AF_INET6", "AF_UNIX") if hasattr(socket, name)
+)
 
 _SignalEntry = tuple[Callable[..., object], tuple[Any, ...], Context]
 
@@ -118,6 +123,23 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
 
     def _close_self_pipe(self) -> None:
         pass
+
+    # -- transports: stream sockets get the native transport ---------------------------------
+
+    def _make_socket_transport(
+        self,
+        sock: socket.socket,
+        protocol: asyncio.BaseProtocol,
+        waiter: Optional[asyncio.Future[Any]] = None,
+        *,
+        extra: Optional[dict[str, Any]] = None,
+        server: Optional[Any] = None,
+    ) -> asyncio.Transport:
+        if sock.type == socket.SOCK_STREAM and sock.family in _STREAM_FAMILIES:
+            return SocketTransport(self, sock, protocol, waiter, extra, server)
+        return super()._make_socket_transport(  # type: ignore[misc,no-any-return]
+            sock, protocol, waiter, extra=extra, server=server
+        )
 
     # -- sockets: asyncio's implementations, with blocking sockets always refused (as uvloop) ---
 

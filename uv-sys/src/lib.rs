@@ -6,12 +6,14 @@
 mod error;
 mod event_loop;
 mod poll;
+mod sock;
 mod wait;
 mod waker;
 
 pub use error::{check, uv_error};
 pub use event_loop::Loop;
 pub use poll::{Poll, PollCallback, READABLE, WRITABLE};
+pub use sock::{recv, send};
 pub use wait::{hrtime_ns, wait_readable, Readiness};
 pub use waker::Waker;
 

@@ -1,0 +1,330 @@
+"""TCP and Unix stream transports: ``_native.StreamCore`` does the reads, writes and buffering,
+and its methods are bound straight onto the transport (``transport.write`` *is* the native
+method); this class adds asyncio's cold paths with the semantics of asyncio's selector socket
+transport: construction, close and abort, error reporting, the flow-control calls into the
+protocol, extra info, BufferedProtocol reads, sendfile support. It is an ``asyncio.Transport``
+(through ``_FlowControlMixin``, as asyncio's sendfile fallback requires)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import warnings
+from asyncio import base_events, constants, futures, transports, trsock
+from asyncio.log import logger
+from typing import Any, Optional
+
+from monitored_ioloop import _native
+
+__all__ = ["SocketTransport"]
+
+
+def _core_attribute(name: str) -> Any:
+    """A transport attribute kept in the native core (the flags its hot paths read)."""
+
+    def get(self: SocketTransport) -> Any:
+        return getattr(self._core, name)
+
+    def set(self: SocketTransport, value: Any) -> None:
+        setattr(self._core, name, value)
+
+    return property(get, set)
+
+
+class SocketTransport(transports._FlowControlMixin):
+    """A stream socket transport whose hot paths are native."""
+
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+    _start_tls_compatible = True
+
+    _protocol = _core_attribute("_protocol")
+    _protocol_connected = _core_attribute("_protocol_connected")
+    _closing = _core_attribute("_closing")
+    _eof = _core_attribute("_eof")
+    _conn_lost = _core_attribute("_conn_lost")
+    _paused = _core_attribute("_paused")
+    _protocol_paused = _core_attribute("_protocol_paused")
+    _high_water = _core_attribute("_high_water")
+    _low_water = _core_attribute("_low_water")
+    _empty_waiter = _core_attribute("_empty_waiter")
+
+    @property
+    def _protocol_type(self) -> Any:
+        return self._core._protocol_type
+
+    def __init__(
+        self,
+        loop: Any,
+        sock: socket.socket,
+        protocol: Any,
+        waiter: Optional[Any] = None,
+        extra: Optional[dict[str, Any]] = None,
+        server: Optional[Any] = None,
+    ) -> None:
+        core = _native.StreamCore(loop, sock, self)
+        self._core = core
+        # The hot methods are the core's own, bound on the instance: no Python frame between
+        # the protocol and the socket.
+        self.write = core.write  # type: ignore[method-assign]
+        self.get_write_buffer_size = core.get_write_buffer_size  # type: ignore[method-assign]
+        self.is_reading = core.is_reading  # type: ignore[method-assign]
+        self.pause_reading = core.pause_reading  # type: ignore[method-assign]
+        self.resume_reading = core.resume_reading  # type: ignore[method-assign]
+        self.get_protocol = core.get_protocol  # type: ignore[method-assign]
+        self.set_protocol = core.set_protocol  # type: ignore[method-assign]
+        self._read_ready = core._read_ready
+        self._write_ready = core._write_ready
+        self._sock_fd = core._sock_fd
+        super().__init__(extra, loop)
+        self._extra: dict[str, Any] = dict(extra) if extra else {}
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        self._loop: Any = loop
+        self._sock: Optional[socket.socket] = sock
+        self._server = server
+        if server is not None:
+            if sys.version_info >= (3, 13):
+                server._attach(self)
+            else:
+                server._attach()
+        loop._transports[self._sock_fd] = self
+        base_events._set_nodelay(sock)  # type: ignore[attr-defined]
+        self.set_protocol(protocol)
+        loop.call_soon(protocol.connection_made, self)
+        loop.call_soon(self._start_reading)
+        if waiter is not None:
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        info = [self.__class__.__name__]
+        if self._sock is None:
+            info.append("closed")
+        elif self._closing:
+            info.append("closing")
+        info.append(f"fd={self._sock_fd}")
+        if self._sock is not None:
+            info.append("read=" + ("polling" if self.is_reading() else "idle"))
+            info.append(f"write=<{'polling' if self.get_write_buffer_size() else 'idle'}, "
+                        f"bufsize={self.get_write_buffer_size()}>")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        if self._sock is not None:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._sock.close()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._extra.get(name, default)
+
+    def _start_reading(self) -> None:
+        if self.is_reading():
+            self._loop._add_reader(self._sock_fd, self._read_ready)
+
+    # -- closing ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._loop._remove_reader(self._sock_fd)
+        if not self.get_write_buffer_size():
+            self._conn_lost += 1
+            self._loop._remove_writer(self._sock_fd)
+            self._loop.call_soon(self._call_connection_lost, None)
+
+    def abort(self) -> None:
+        self._force_close(None)
+
+    def is_closing(self) -> bool:
+        return bool(self._core.is_closing())
+
+    def _clear_buffer(self) -> None:
+        self._core._clear_buffer()
+
+    def _fatal_error(self, exc: BaseException, message: str = "Fatal error on transport") -> None:
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler(
+                {"message": message, "exception": exc, "transport": self,
+                 "protocol": self._protocol}
+            )
+        self._force_close(exc)
+
+    def _force_close(self, exc: Optional[BaseException]) -> None:
+        if self._conn_lost:
+            return
+        if self.get_write_buffer_size():
+            self._clear_buffer()
+            self._loop._remove_writer(self._sock_fd)
+        if not self._closing:
+            self._closing = True
+            self._loop._remove_reader(self._sock_fd)
+        self._conn_lost += 1
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: Optional[BaseException]) -> None:
+        try:
+            if self._protocol_connected:
+                self._protocol.connection_lost(exc)
+        finally:
+            waiter = self._empty_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(ConnectionError("Connection is closed by peer"))
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+            self._protocol = None
+            self._loop = None
+            server = self._server
+            if server is not None:
+                if sys.version_info >= (3, 13):
+                    server._detach(self)
+                else:
+                    server._detach()
+                self._server = None
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _read_ready__get_buffer(self) -> None:
+        if self._conn_lost:
+            return
+        try:
+            buf = self._protocol.get_buffer(-1)
+            if not len(buf):
+                raise RuntimeError("get_buffer() returned an empty buffer")
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+            return
+        assert self._sock is not None
+        try:
+            nbytes = self._sock.recv_into(buf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal read error on socket transport")
+            return
+        if not nbytes:
+            self._read_ready__on_eof()
+            return
+        try:
+            self._protocol.buffer_updated(nbytes)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+
+    def _read_ready__on_eof(self) -> None:
+        if self._loop.get_debug():
+            logger.debug("%r received EOF", self)
+        try:
+            keep_open = self._protocol.eof_received()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
+            return
+        if keep_open:
+            # The other side is done sending; stop watching a descriptor that stays readable.
+            self._loop._remove_reader(self._sock_fd)
+        else:
+            self.close()
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def write_eof(self) -> None:
+        if self._closing or self._eof:
+            return
+        self._eof = True
+        if not self.get_write_buffer_size() and self._sock is not None:
+            self._sock.shutdown(socket.SHUT_WR)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def _on_write_drained(self) -> None:
+        waiter = self._empty_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self._closing:
+            self._call_connection_lost(None)
+        elif self._eof and self._sock is not None:
+            self._sock.shutdown(socket.SHUT_WR)
+
+    def _maybe_pause_protocol(self) -> None:
+        if self.get_write_buffer_size() <= self._high_water or self._protocol_paused:
+            return
+        self._protocol_paused = True
+        try:
+            self._protocol.pause_writing()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler(
+                {"message": "protocol.pause_writing() failed", "exception": exc,
+                 "transport": self, "protocol": self._protocol}
+            )
+
+    def _maybe_resume_protocol(self) -> None:
+        if self._protocol_paused and self.get_write_buffer_size() <= self._low_water:
+            self._protocol_paused = False
+            try:
+                self._protocol.resume_writing()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._loop.call_exception_handler(
+                    {"message": "protocol.resume_writing() failed", "exception": exc,
+                     "transport": self, "protocol": self._protocol}
+                )
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (self._low_water, self._high_water)
+
+    def set_write_buffer_limits(
+        self, high: Optional[int] = None, low: Optional[int] = None
+    ) -> None:
+        self._set_write_buffer_limits(high, low)
+        self._maybe_pause_protocol()
+
+    def _set_write_buffer_limits(
+        self, high: Optional[int] = None, low: Optional[int] = None
+    ) -> None:
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high_water = high
+        self._low_water = low
+
+    # -- sendfile (asyncio's selector loop drives it through these) ---------------------------
+
+    def _make_empty_waiter(self) -> Any:
+        if self._empty_waiter is not None:
+            raise RuntimeError("Empty waiter is already set")
+        waiter = self._loop.create_future()
+        self._empty_waiter = waiter
+        if not self.get_write_buffer_size():
+            waiter.set_result(None)
+        return waiter
+
+    def _reset_empty_waiter(self) -> None:
+        self._empty_waiter = None

@@ -1,0 +1,564 @@
+//! `StreamCore`: the native core of TCP and Unix stream transports. Reading (one loop-wide
+//! buffer, no allocation per read but the `bytes` handed to the protocol), writing (straight to
+//! the socket, buffering only what the kernel did not take) and the flags they depend on live
+//! here. The transport itself is Python (`monitored_ioloop.transports.SocketTransport`, an
+//! `asyncio.Transport` as asyncio's checks want), binds these methods as its own and adds
+//! asyncio's cold paths: construction, close/abort, error reporting, flow-control calls, extra
+//! info, BufferedProtocol reads.
+//!
+//! Readiness comes from the loop's fd watchers: `_read_ready`/`_write_ready` are their
+//! callbacks, so every read and write is one timed, monitored dispatch.
+
+use std::cell::RefCell;
+use std::io;
+use std::sync::{Mutex, MutexGuard};
+
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PySystemExit, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::{PyByteArray, PyBytes, PyTuple, PyType};
+use pyo3::{intern, PyTraverseError, PyVisit};
+
+use crate::event_loop::{os_error, Loop};
+use crate::io_watchers::{READABLE, WRITABLE};
+
+/// As asyncio's transports: the most one read takes.
+const MAX_READ: usize = 256 * 1024;
+/// Writes after the connection was lost are counted; from this many on they are logged.
+const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
+
+thread_local! {
+    /// One read buffer per thread (a loop runs on one thread): reads land here, then one copy
+    /// makes the `bytes` object.
+    static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_READ]);
+}
+
+static BUFFERED_PROTOCOL: GILOnceCell<Py<PyType>> = GILOnceCell::new();
+
+struct State {
+    protocol: Option<Py<PyAny>>,
+    /// The type of the last protocol set, kept after teardown so that monitor reports read
+    /// later can still name the protocol a read went to.
+    protocol_type: Option<Py<PyType>>,
+    /// `protocol.data_received`, looked up once per protocol.
+    data_received: Option<Py<PyAny>>,
+    buffered: bool,
+    protocol_connected: bool,
+    closing: bool,
+    eof: bool,
+    conn_lost: u32,
+    paused: bool,
+    protocol_paused: bool,
+    high_water: usize,
+    low_water: usize,
+    /// Bytes the kernel has not taken yet: `buffer[sent..]`.
+    buffer: Vec<u8>,
+    sent: usize,
+    empty_waiter: Option<Py<PyAny>>,
+}
+
+impl State {
+    fn pending(&self) -> usize {
+        self.buffer.len() - self.sent
+    }
+}
+
+#[pyclass(module = "monitored_ioloop._native", frozen, weakref)]
+pub struct StreamCore {
+    event_loop: Py<Loop>,
+    /// The Python transport this is the core of (its cold paths are called on it).
+    transport: Py<PyAny>,
+    fd: i32,
+    state: Mutex<State>,
+}
+
+fn would_block(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
+}
+
+impl StreamCore {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// asyncio's `_fatal_error(exc, message)`, on the Python side.
+    fn fatal(slf: &Bound<'_, Self>, err: PyErr, message: &str) -> PyResult<()> {
+        let py = slf.py();
+        if is_fatal(py, &err) {
+            return Err(err);
+        }
+        slf.get()
+            .transport
+            .bind(py)
+            .call_method1(intern!(py, "_fatal_error"), (err.value(py), message))?;
+        Ok(())
+    }
+
+    fn start_writing(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let callback = slf.getattr(intern!(py, "_write_ready"))?;
+        Loop::watch_fd(
+            this.event_loop.bind(py),
+            this.fd,
+            callback,
+            PyTuple::empty(py),
+            WRITABLE,
+        )?;
+        Ok(())
+    }
+}
+
+#[pymethods]
+impl StreamCore {
+    #[new]
+    fn new(
+        event_loop: &Bound<'_, PyAny>,
+        sock: &Bound<'_, PyAny>,
+        transport: Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let event_loop = event_loop.downcast::<Loop>()?.clone().unbind();
+        let fd: i32 = sock.call_method0(intern!(sock.py(), "fileno"))?.extract()?;
+        Ok(StreamCore {
+            event_loop,
+            transport: transport.unbind(),
+            fd,
+            state: Mutex::new(State {
+                protocol: None,
+                protocol_type: None,
+                data_received: None,
+                buffered: false,
+                protocol_connected: false,
+                closing: false,
+                eof: false,
+                conn_lost: 0,
+                paused: false,
+                protocol_paused: false,
+                high_water: 64 * 1024,
+                low_water: 16 * 1024,
+                buffer: Vec::new(),
+                sent: 0,
+                empty_waiter: None,
+            }),
+        })
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.event_loop)?;
+        visit.call(&self.transport)?;
+        if let Ok(state) = self.state.try_lock() {
+            visit.call(&state.protocol)?;
+            visit.call(&state.protocol_type)?;
+            visit.call(&state.data_received)?;
+            visit.call(&state.empty_waiter)?;
+        }
+        Ok(())
+    }
+
+    fn set_protocol(&self, py: Python<'_>, protocol: Bound<'_, PyAny>) -> PyResult<()> {
+        let buffered_type = BUFFERED_PROTOCOL.get_or_try_init(py, || {
+            py.import(intern!(py, "asyncio"))?
+                .getattr(intern!(py, "BufferedProtocol"))?
+                .downcast_into::<PyType>()
+                .map(Bound::unbind)
+                .map_err(PyErr::from)
+        })?;
+        let buffered = protocol.is_instance(buffered_type.bind(py))?;
+        let data_received = if buffered || protocol.is_none() {
+            None
+        } else {
+            Some(protocol.getattr(intern!(py, "data_received"))?.unbind())
+        };
+        let protocol_type = (!protocol.is_none()).then(|| protocol.get_type().unbind());
+        let old = {
+            let mut state = self.state();
+            if protocol_type.is_some() {
+                state.protocol_type = protocol_type;
+            }
+            state.buffered = buffered;
+            state.protocol_connected = !protocol.is_none();
+            let old_cb = std::mem::replace(&mut state.data_received, data_received);
+            let old_proto = state.protocol.replace(protocol.unbind());
+            (old_cb, old_proto)
+        };
+        drop(old);
+        Ok(())
+    }
+
+    /// The type of the current (or last) protocol, for naming reads in monitor reports.
+    #[getter]
+    fn _protocol_type(&self, py: Python<'_>) -> Option<Py<PyType>> {
+        self.state().protocol_type.as_ref().map(|t| t.clone_ref(py))
+    }
+
+    fn get_protocol(&self, py: Python<'_>) -> Py<PyAny> {
+        self.state()
+            .protocol
+            .as_ref()
+            .map(|p| p.clone_ref(py))
+            .unwrap_or_else(|| py.None())
+    }
+
+    #[getter]
+    fn _protocol(&self, py: Python<'_>) -> Py<PyAny> {
+        self.get_protocol(py)
+    }
+
+    #[setter(_protocol)]
+    fn set_protocol_attr(&self, py: Python<'_>, protocol: Bound<'_, PyAny>) -> PyResult<()> {
+        let connected = self.state().protocol_connected;
+        self.set_protocol(py, protocol)?;
+        self.state().protocol_connected = connected;
+        Ok(())
+    }
+
+    fn is_closing(&self) -> bool {
+        self.state().closing
+    }
+
+    fn is_reading(&self) -> bool {
+        let state = self.state();
+        !state.closing && !state.paused
+    }
+
+    fn pause_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let this = slf.get();
+        {
+            let mut state = this.state();
+            if state.closing || state.paused {
+                return Ok(());
+            }
+            state.paused = true;
+        }
+        Loop::remove_watcher(this.event_loop.bind(slf.py()), this.fd, READABLE)?;
+        Ok(())
+    }
+
+    fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        {
+            let mut state = this.state();
+            if state.closing || !state.paused {
+                return Ok(());
+            }
+            state.paused = false;
+        }
+        let callback = slf.getattr(intern!(py, "_read_ready"))?;
+        Loop::watch_fd(
+            this.event_loop.bind(py),
+            this.fd,
+            callback,
+            PyTuple::empty(py),
+            READABLE,
+        )?;
+        Ok(())
+    }
+
+    /// The reader callback: one read, handed to the protocol.
+    fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let data_received = {
+            let state = this.state();
+            if state.conn_lost > 0 {
+                return Ok(());
+            }
+            if state.buffered {
+                None
+            } else {
+                state.data_received.as_ref().map(|d| d.clone_ref(py))
+            }
+        };
+        let Some(data_received) = data_received else {
+            this.transport
+                .bind(py)
+                .call_method0(intern!(py, "_read_ready__get_buffer"))?;
+            return Ok(());
+        };
+        let read = READ_BUFFER.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            uv_sys::recv(this.fd, &mut buf).map(|n| PyBytes::new(py, &buf[..n]))
+        });
+        match read {
+            Err(err) if would_block(&err) => Ok(()),
+            Err(err) => Self::fatal(slf, os_error(err), "Fatal read error on socket transport"),
+            Ok(data) if data.as_bytes().is_empty() => {
+                this.transport
+                    .bind(py)
+                    .call_method0(intern!(py, "_read_ready__on_eof"))?;
+                Ok(())
+            }
+            Ok(data) => match data_received.bind(py).call1((data,)) {
+                Ok(_) => Ok(()),
+                Err(err) => Self::fatal(
+                    slf,
+                    err,
+                    "Fatal error: protocol.data_received() call failed.",
+                ),
+            },
+        }
+    }
+
+    fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let owned;
+        let bytes: &[u8] = if let Ok(b) = data.downcast::<PyBytes>() {
+            b.as_bytes()
+        } else if let Ok(b) = data.downcast::<PyByteArray>() {
+            owned = b.to_vec();
+            &owned
+        } else if data.is_instance_of::<pyo3::types::PyMemoryView>() {
+            owned = data
+                .call_method0(intern!(py, "tobytes"))?
+                .extract::<Vec<u8>>()?;
+            &owned
+        } else {
+            return Err(PyTypeError::new_err(format!(
+                "data argument must be a bytes-like object, not {}",
+                data.get_type().name()?.repr()?
+            )));
+        };
+        let mut state = this.state();
+        if state.eof {
+            return Err(PyRuntimeError::new_err(
+                "Cannot call write() after write_eof()",
+            ));
+        }
+        if state.empty_waiter.is_some() {
+            return Err(PyRuntimeError::new_err(
+                "unable to write; sendfile is in progress",
+            ));
+        }
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        if state.conn_lost > 0 {
+            let log = state.conn_lost >= LOG_THRESHOLD_FOR_CONNLOST_WRITES;
+            state.conn_lost += 1;
+            drop(state);
+            if log {
+                py.import(intern!(py, "asyncio.log"))?
+                    .getattr(intern!(py, "logger"))?
+                    .call_method1(intern!(py, "warning"), ("socket.send() raised exception.",))?;
+            }
+            return Ok(());
+        }
+        if state.pending() > 0 {
+            state.buffer.extend_from_slice(bytes);
+        } else {
+            // Nothing queued: try the socket now, buffer only what it did not take.
+            let taken = match uv_sys::send(this.fd, bytes) {
+                Ok(n) => n,
+                Err(err) if would_block(&err) => 0,
+                Err(err) => {
+                    drop(state);
+                    return Self::fatal(
+                        slf,
+                        os_error(err),
+                        "Fatal write error on socket transport",
+                    );
+                }
+            };
+            if taken == bytes.len() {
+                return Ok(());
+            }
+            state.buffer.clear();
+            state.sent = 0;
+            state.buffer.extend_from_slice(&bytes[taken..]);
+            drop(state);
+            Self::start_writing(slf)?;
+            state = this.state();
+        }
+        let over = !state.protocol_paused && state.pending() > state.high_water;
+        drop(state);
+        if over {
+            this.transport
+                .bind(py)
+                .call_method0(intern!(py, "_maybe_pause_protocol"))?;
+        }
+        Ok(())
+    }
+
+    /// The writer callback: sends what is buffered; once drained, stops watching.
+    fn _write_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let mut state = this.state();
+        if state.conn_lost > 0 {
+            return Ok(());
+        }
+        let sent = uv_sys::send(this.fd, &state.buffer[state.sent..]);
+        match sent {
+            Err(err) if would_block(&err) => return Ok(()),
+            Err(err) => {
+                state.buffer.clear();
+                state.sent = 0;
+                drop(state);
+                Loop::remove_watcher(this.event_loop.bind(py), this.fd, WRITABLE)?;
+                let err = os_error(err);
+                let waiter = this.state().empty_waiter.as_ref().map(|w| w.clone_ref(py));
+                Self::fatal(
+                    slf,
+                    err.clone_ref(py),
+                    "Fatal write error on socket transport",
+                )?;
+                if let Some(waiter) = waiter {
+                    let waiter = waiter.bind(py);
+                    if !waiter.call_method0(intern!(py, "done"))?.is_truthy()? {
+                        waiter.call_method1(intern!(py, "set_exception"), (err.value(py),))?;
+                    }
+                }
+                return Ok(());
+            }
+            Ok(n) => state.sent += n,
+        }
+        let drained = state.pending() == 0;
+        if drained {
+            state.buffer.clear();
+            state.sent = 0;
+        } else if state.sent > state.buffer.len() / 2 {
+            let sent = state.sent;
+            state.buffer.drain(..sent);
+            state.sent = 0;
+        }
+        let resume = state.protocol_paused && state.pending() <= state.low_water;
+        drop(state);
+        if resume {
+            this.transport
+                .bind(py)
+                .call_method0(intern!(py, "_maybe_resume_protocol"))?;
+        }
+        if drained && this.state().pending() == 0 {
+            Loop::remove_watcher(this.event_loop.bind(py), this.fd, WRITABLE)?;
+            this.transport
+                .bind(py)
+                .call_method0(intern!(py, "_on_write_drained"))?;
+        }
+        Ok(())
+    }
+
+    fn get_write_buffer_size(&self) -> usize {
+        self.state().pending()
+    }
+
+    /// Drops whatever is still buffered (an abort or a fatal error).
+    fn _clear_buffer(&self) {
+        let mut state = self.state();
+        state.buffer = Vec::new();
+        state.sent = 0;
+    }
+
+    #[getter]
+    fn _sock_fd(&self) -> i32 {
+        self.fd
+    }
+
+    #[getter]
+    fn _closing(&self) -> bool {
+        self.state().closing
+    }
+
+    #[setter(_closing)]
+    fn set_closing_attr(&self, value: bool) {
+        self.state().closing = value;
+    }
+
+    #[getter]
+    fn _eof(&self) -> bool {
+        self.state().eof
+    }
+
+    #[setter(_eof)]
+    fn set_eof_attr(&self, value: bool) {
+        self.state().eof = value;
+    }
+
+    #[getter]
+    fn _conn_lost(&self) -> u32 {
+        self.state().conn_lost
+    }
+
+    #[setter(_conn_lost)]
+    fn set_conn_lost_attr(&self, value: u32) {
+        self.state().conn_lost = value;
+    }
+
+    #[getter]
+    fn _paused(&self) -> bool {
+        self.state().paused
+    }
+
+    #[setter(_paused)]
+    fn set_paused_attr(&self, value: bool) {
+        self.state().paused = value;
+    }
+
+    #[getter]
+    fn _protocol_connected(&self) -> bool {
+        self.state().protocol_connected
+    }
+
+    #[setter(_protocol_connected)]
+    fn set_protocol_connected_attr(&self, value: bool) {
+        self.state().protocol_connected = value;
+    }
+
+    #[getter]
+    fn _protocol_paused(&self) -> bool {
+        self.state().protocol_paused
+    }
+
+    #[setter(_protocol_paused)]
+    fn set_protocol_paused_attr(&self, value: bool) {
+        self.state().protocol_paused = value;
+    }
+
+    #[getter]
+    fn _high_water(&self) -> usize {
+        self.state().high_water
+    }
+
+    #[setter(_high_water)]
+    fn set_high_water_attr(&self, value: usize) {
+        self.state().high_water = value;
+    }
+
+    #[getter]
+    fn _low_water(&self) -> usize {
+        self.state().low_water
+    }
+
+    #[setter(_low_water)]
+    fn set_low_water_attr(&self, value: usize) {
+        self.state().low_water = value;
+    }
+
+    #[getter]
+    fn _empty_waiter(&self, py: Python<'_>) -> Py<PyAny> {
+        self.state()
+            .empty_waiter
+            .as_ref()
+            .map(|w| w.clone_ref(py))
+            .unwrap_or_else(|| py.None())
+    }
+
+    #[setter(_empty_waiter)]
+    fn set_empty_waiter_attr(&self, value: Bound<'_, PyAny>) {
+        let new = if value.is_none() {
+            None
+        } else {
+            Some(value.unbind())
+        };
+        let old = std::mem::replace(&mut self.state().empty_waiter, new);
+        drop(old);
+    }
+}

@@ -1,5 +1,10 @@
 """The benchmark's command line: rounds of fresh-process measurements, interleaved (A B C, then
-C B A), then a table of throughput and median per-round speed ratios to uvloop."""
+C B A), then a table of throughput and median per-round speed ratios to uvloop.
+
+Two groups of workloads: micro workloads of the loop core (one process each), and TCP echo
+workloads (a server process running the loop under test, pinned to one core, and the native
+load generator in another process pinned to the other core).
+"""
 
 from __future__ import annotations
 
@@ -9,61 +14,123 @@ import os
 import statistics
 import subprocess
 import sys
-from typing import Any, Dict, List
+import time
+from typing import Any, Dict, List, NamedTuple, Optional
 
 from monitored_ioloop.bench.loops import available_loops
+from monitored_ioloop.bench.net import STYLES
 from monitored_ioloop.bench.workloads import SIZES, WORKLOADS
 
 
-def _measure(loop: str, workload: str, n: int) -> float:
+class Sample(NamedTuple):
+    rate: float
+    p50: Optional[float] = None
+    p99: Optional[float] = None
+
+
+class Echo(NamedTuple):
+    style: str
+    size: int
+
+    @property
+    def name(self) -> str:
+        size = f"{self.size // 1024}KiB"
+        return f"echo-{self.style}-{size}"
+
+
+def _python(*args: str, env: Optional[Dict[str, str]] = None) -> List[str]:
+    return [sys.executable, "-m", *args]
+
+
+def _two_cores() -> bool:
+    return hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) > 1
+
+
+def _measure_micro(loop: str, workload: str, n: int) -> Sample:
     env = dict(os.environ)
-    if hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) > 1:
+    if _two_cores():
         env["MONITORED_IOLOOP_BENCH_CPU"] = str(max(os.sched_getaffinity(0)))
     out = subprocess.run(
-        [sys.executable, "-m", "monitored_ioloop.bench.worker", loop, workload, str(n)],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=env,
+        _python("monitored_ioloop.bench.worker", loop, workload, str(n)),
+        check=True, capture_output=True, text=True, env=env,
     )
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+    seconds = float(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+    return Sample(n / seconds)
 
 
-def run(loops: List[str], workloads: List[str], rounds: int, quick: bool) -> Dict[str, Any]:
-    times: Dict[str, Dict[str, List[float]]] = {w: {lp: [] for lp in loops} for w in workloads}
-    total = rounds * len(loops) * len(workloads)
+def _measure_echo(loop: str, echo: Echo, seconds: float) -> Sample:
+    server = subprocess.Popen(
+        _python("monitored_ioloop.bench.net", "serve", loop, echo.style),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert server.stdout is not None
+        port = server.stdout.readline().strip()
+        if not port:
+            raise RuntimeError(f"the {loop} echo server did not start")
+        out = subprocess.run(
+            _python("monitored_ioloop.bench.net", "load", port, str(echo.size), "8", str(seconds)),
+            check=True, capture_output=True, text=True, timeout=60 + seconds * 4,
+        )
+    finally:
+        server.kill()
+        server.wait()
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return Sample(result["requests_per_second"], result["p50"], result["p99"])
+
+
+def run(
+    loops: List[str],
+    micro: List[str],
+    echoes: List[Echo],
+    rounds: int,
+    quick: bool,
+    echo_seconds: float,
+) -> Dict[str, Any]:
+    names = micro + [e.name for e in echoes]
+    samples: Dict[str, Dict[str, List[Sample]]] = {w: {lp: [] for lp in loops} for w in names}
+    total = rounds * len(loops) * len(names)
     done = 0
     live = sys.stderr.isatty()
+    started = time.monotonic()
     for r in range(rounds):
         order = loops if r % 2 == 0 else list(reversed(loops))
         if not live:
             print(f"round {r + 1}/{rounds}: {', '.join(order)}", file=sys.stderr, flush=True)
-        for workload in workloads:
-            n = SIZES[workload][1 if quick else 0]
+        jobs: List[Any] = [(w, None) for w in micro] + [(e.name, e) for e in echoes]
+        for name, echo in jobs:
             for loop in order:
                 done += 1
                 if live:
-                    status = f"[{done}/{total}] round {r + 1}: {workload} on {loop}"
-                    print(f"\r{status:<70}", end="", file=sys.stderr, flush=True)
-                times[workload][loop].append(_measure(loop, workload, n))
+                    elapsed = time.monotonic() - started
+                    status = f"[{done}/{total}, {elapsed:.0f}s] round {r + 1}: {name} on {loop}"
+                    print(f"\r{status:<78}", end="", file=sys.stderr, flush=True)
+                if echo is None:
+                    sample = _measure_micro(loop, name, SIZES[name][1 if quick else 0])
+                else:
+                    sample = _measure_echo(loop, echo, echo_seconds)
+                samples[name][loop].append(sample)
     if live:
-        print(f"\r{'':<70}\r", end="", file=sys.stderr, flush=True)
+        print(f"\r{'':<78}\r", end="", file=sys.stderr, flush=True)
     results: Dict[str, Any] = {"rounds": rounds, "quick": quick, "workloads": {}}
-    for workload in workloads:
-        n = SIZES[workload][1 if quick else 0]
+    for name in names:
         row: Dict[str, Any] = {}
         for loop in loops:
-            samples = times[workload][loop]
+            taken = samples[name][loop]
             entry: Dict[str, Any] = {
-                "median_seconds": statistics.median(samples),
-                "ops_per_second": n / statistics.median(samples),
-                "samples": samples,
+                "ops_per_second": statistics.median(s.rate for s in taken),
+                "samples": [s.rate for s in taken],
             }
+            if taken[0].p50 is not None:
+                entry["p50"] = statistics.median(s.p50 for s in taken if s.p50 is not None)
+                entry["p99"] = statistics.median(s.p99 for s in taken if s.p99 is not None)
             if "uvloop" in loops:
-                per_round = [u / t for u, t in zip(times[workload]["uvloop"], samples)]
-                entry["speed_vs_uvloop"] = statistics.median(per_round)
+                base = samples[name]["uvloop"]
+                entry["speed_vs_uvloop"] = statistics.median(
+                    s.rate / b.rate for s, b in zip(taken, base)
+                )
             row[loop] = entry
-        results["workloads"][workload] = {"n": n, "loops": row}
+        results["workloads"][name] = {"loops": row}
     return results
 
 
@@ -78,33 +145,52 @@ def render(results: Dict[str, Any], loops: List[str]) -> str:
             cell = f"{entry['ops_per_second'] / 1e3:,.0f}k/s"
             if has_uvloop:
                 cell += f" {entry['speed_vs_uvloop']:.2f}x"
+            if "p99" in entry:
+                cell += f" p50 {entry['p50'] * 1e6:.0f}/p99 {entry['p99'] * 1e6:.0f}us"
             cells.append(cell)
         lines.append(cells)
     widths = [max(len(row[i]) for row in [header] + lines) for i in range(len(header))]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     out.append("  ".join("-" * w for w in widths))
     out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in lines]
-    note = (
-        "ops/s: median over rounds, each in a fresh process; Nx: median per-round speed "
-        "relative to uvloop (higher is faster)."
-        if has_uvloop
-        else "ops/s: median over rounds (install monitored_ioloop[uvloop] for uvloop ratios)."
+    notes = [
+        "ops/s (echo: requests/s, 8 connections): median over rounds, each measurement in a "
+        "fresh process.",
+    ]
+    if has_uvloop:
+        notes.append("Nx: median per-round speed relative to uvloop (higher is faster).")
+    else:
+        notes.append("Install monitored_ioloop[uvloop] for ratios to uvloop.")
+    notes.append(
+        "native+monitor and monitored-asyncio call a trivial Python monitor after every callback."
     )
-    return "\n".join(out) + "\n" + note
+    return "\n".join(out + [""] + notes)
 
 
-def main(argv: List[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m monitored_ioloop.bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller runs, under a minute")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3, quick 2)")
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m monitored_ioloop.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter runs: under a minute")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 4, quick 2)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.add_argument("--loops", nargs="+", choices=available_loops(), default=None)
-    parser.add_argument("--workloads", nargs="+", choices=list(WORKLOADS), default=None)
+    parser.add_argument("--micro", nargs="*", choices=list(WORKLOADS), default=None,
+                        help="micro workloads (default: all)")
+    parser.add_argument("--echo", nargs="*", default=None, metavar="STYLE:KIB",
+                        help=f"echo workloads, e.g. protocol:1 streams:100 (styles: {STYLES})")
     args = parser.parse_args(argv)
     loops = args.loops or available_loops()
-    workloads = args.workloads or list(WORKLOADS)
+    micro = list(WORKLOADS) if args.micro is None else args.micro
+    if args.echo is not None:
+        echoes = [Echo(s, int(k) * 1024) for s, k in (e.split(":") for e in args.echo)]
+    elif args.quick:
+        echoes = [Echo("protocol", 1024), Echo("protocol", 100 * 1024), Echo("streams", 1024),
+                  Echo("sock", 1024)]
+    else:
+        echoes = [Echo(style, kib * 1024) for style in STYLES for kib in (1, 10, 100)]
     rounds = args.rounds or (2 if args.quick else 4)
-    results = run(loops, workloads, rounds, args.quick)
+    echo_seconds = 0.4 if args.quick else 1.5
+    results = run(loops, micro, echoes, rounds, args.quick, echo_seconds)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

@@ -91,7 +91,7 @@ def load(port: int, size: int, connections: int, seconds: float) -> dict[str, An
 
     if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
         os.sched_setaffinity(0, {1})
-    return echo_load(f"127.0.0.1:{port}", size, connections, seconds)
+    return echo_load(f"127.0.0.1:{port}", size, connections, seconds, warmup=min(0.5, seconds / 2))
 
 
 def main(argv: list[str]) -> int:

@@ -14,6 +14,7 @@ use pyo3::exceptions::{
     PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
 };
 use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
@@ -114,6 +115,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks is a bug; the data is still consistent enough
     // to carry on (queues of handles), so poisoning is not propagated.
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+static ASYNCIO_FUTURE: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+static ASYNCIO_TASK: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+static BASE_CREATE_TASK: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+static TASK_TAKES_CONTEXT: GILOnceCell<bool> = GILOnceCell::new();
+
+fn asyncio_attr(py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
+    Ok(py.import(intern!(py, "asyncio"))?.getattr(name)?.unbind())
 }
 
 /// A descriptor from an int or an object with `fileno()`, as `selectors` accepts them.
@@ -746,6 +756,54 @@ impl Loop {
         }
         let when: f64 = when.extract()?;
         Self::schedule_at(slf, when, callback, args, context, "call_at")
+    }
+
+    /// asyncio's `create_future`, without a Python frame.
+    fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let future = ASYNCIO_FUTURE.get_or_try_init(py, || asyncio_attr(py, "Future"))?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item(intern!(py, "loop"), slf)?;
+        Ok(future.bind(py).call((), Some(&kwargs))?.unbind())
+    }
+
+    /// asyncio's `create_task`: the common case (no task factory, not in debug mode) builds the
+    /// Task here; anything else goes to asyncio's own implementation.
+    #[pyo3(signature = (coro, *, name=None, context=None))]
+    fn create_task(
+        slf: &Bound<'_, Self>,
+        coro: Bound<'_, PyAny>,
+        name: Option<Bound<'_, PyAny>>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let this = slf.get();
+        this.check_closed()?;
+        let simple = !this.debug.load(Relaxed)
+            && slf.getattr(intern!(py, "_task_factory"))?.is_none()
+            && (context.is_none()
+                || TASK_TAKES_CONTEXT.get_or_init(py, || py.version_info() >= (3, 11)) == &true);
+        let kwargs = PyDict::new(py);
+        if let Some(name) = &name {
+            kwargs.set_item(intern!(py, "name"), name)?;
+        }
+        if let Some(context) = &context {
+            kwargs.set_item(intern!(py, "context"), context)?;
+        }
+        if simple {
+            let task = ASYNCIO_TASK.get_or_try_init(py, || asyncio_attr(py, "Task"))?;
+            kwargs.set_item(intern!(py, "loop"), slf)?;
+            return Ok(task.bind(py).call((coro,), Some(&kwargs))?.unbind());
+        }
+        let base = BASE_CREATE_TASK.get_or_try_init(py, || {
+            Ok::<_, PyErr>(
+                py.import(intern!(py, "asyncio.base_events"))?
+                    .getattr(intern!(py, "BaseEventLoop"))?
+                    .getattr(intern!(py, "create_task"))?
+                    .unbind(),
+            )
+        })?;
+        Ok(base.bind(py).call((slf, coro), Some(&kwargs))?.unbind())
     }
 
     /// Safe from any thread: the handle joins the ready queue and a libuv async handle wakes

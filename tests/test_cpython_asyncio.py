@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import unittest
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,10 @@ from typing import Any, Iterator, Optional
 import pytest
 
 pytest.importorskip("test.test_asyncio", reason="CPython's test package is not installed")
+if sys.version_info[:2] != (3, 11):
+    # The selection and tests/cpython/expected_failures.txt were recorded against CPython
+    # 3.11's suite (CI's default interpreter); other versions name and split tests differently.
+    pytest.skip("expectations are recorded for CPython 3.11's test suite", allow_module_level=True)
 
 from monitored_ioloop.loop import Loop  # noqa: E402
 from monitored_ioloop.monitored_uvloop import MonitoredUvloopEventLoopPolicy  # noqa: E402

@@ -41,5 +41,5 @@ bench: build
 lint: $(STAMP)
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	$(VENV)/bin/ruff check python tests build_backend
+	$(VENV)/bin/ruff check python tests build_backend examples
 	$(VENV)/bin/mypy --strict python/monitored_ioloop

@@ -78,19 +78,10 @@ struct Core {
     timers: TimerQueue<Py<TimerHandle>>,
 }
 
+/// libuv's loop (which owns its handles) and the Python handles watching descriptors on it.
 struct Uv {
-    // Declared before `event_loop`: watchers' poll handles close before the loop is dropped.
     watchers: Watchers,
     event_loop: uv_sys::Loop,
-    waker: uv_sys::Waker,
-}
-
-impl Drop for Uv {
-    fn drop(&mut self) {
-        // The waker's handle must be closed before the loop is torn down, so its memory is
-        // released by libuv's close callback while the loop still runs it.
-        self.waker.close();
-    }
 }
 
 #[pyclass(module = "monitored_ioloop._native", subclass, frozen, weakref)]
@@ -311,7 +302,7 @@ impl Loop {
             let fired = match lock(&this.uv).as_mut() {
                 Some(uv) => {
                     uv.event_loop.run_nowait();
-                    uv.watchers.fired(py)
+                    uv.watchers.fired(&mut uv.event_loop, py)
                 }
                 None => Fired::default(),
             };
@@ -338,6 +329,10 @@ impl Loop {
         let polled = this.last_poll_tick.load(Relaxed);
         let mut core = lock(&this.core);
         for handle in fired.runnable {
+            if handle.get().inner.is_queued() {
+                // Still waiting from an earlier poll (an interrupted batch): once is enough.
+                continue;
+            }
             handle.get().inner.set_queued(true);
             core.ready.push_back(Ready {
                 entry: Entry::Soon(handle),
@@ -399,16 +394,14 @@ impl Loop {
     pub(crate) fn remove_watcher(slf: &Bound<'_, Self>, fd: i32, which: i32) -> PyResult<bool> {
         let this = slf.get();
         let removed = match lock(&this.uv).as_mut() {
-            Some(uv) => uv.watchers.remove(fd, which),
-            None => None,
+            Some(uv) => uv.watchers.remove(&mut uv.event_loop, fd, which),
+            None => Vec::new(),
         };
-        Ok(match removed {
-            Some(handle) => {
-                handle.get().cancel_now();
-                true
-            }
-            None => false,
-        })
+        // Cancelled and dropped here, outside the lock: a last reference may run Python code.
+        for handle in &removed {
+            handle.get().cancel_now();
+        }
+        Ok(!removed.is_empty())
     }
 
     /// Moves expired timers to the ready queue and takes the batch this iteration runs.
@@ -541,6 +534,10 @@ impl Loop {
                 );
                 resync = true;
                 if let Err(fatal) = reported {
+                    // Ends the run; the callback's own error, if any, is still counted.
+                    if result.is_err() {
+                        stats.errors += 1;
+                    }
                     outcome = Err(fatal);
                     break;
                 }
@@ -612,8 +609,8 @@ impl Loop {
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
     fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
-        let mut event_loop = uv_sys::Loop::new().map_err(os_error)?;
-        let waker = uv_sys::Waker::new(&mut event_loop).map_err(os_error)?;
+        let event_loop = uv_sys::Loop::new().map_err(os_error)?;
+        let waker = event_loop.waker();
         // The first read calibrates the tick clock: pay it here, not inside a timed dispatch.
         tick();
         Ok(Loop {
@@ -621,7 +618,6 @@ impl Loop {
             uv: Mutex::new(Some(Uv {
                 watchers: Watchers::default(),
                 event_loop,
-                waker: waker.clone(),
             })),
             waker,
             counts: Arc::new(CancelCounts::default()),
@@ -903,7 +899,7 @@ impl Loop {
         let mut uv = lock(&self.uv).take();
         let watched = uv
             .as_mut()
-            .map(|uv| uv.watchers.close_all())
+            .map(|uv| uv.watchers.close_all(&mut uv.event_loop))
             .unwrap_or_default();
         // Released outside the locks: dropping the last reference may run Python code.
         drop((ready, timers, uv, watched));

@@ -71,6 +71,11 @@ impl Callback {
     }
 
     #[inline]
+    pub fn is_queued(&self) -> bool {
+        self.queued.load(Relaxed)
+    }
+
+    #[inline]
     pub fn set_queued(&self, queued: bool) {
         self.queued.store(queued, Relaxed);
     }

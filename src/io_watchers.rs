@@ -1,14 +1,14 @@
-//! fd watchers: what `add_reader`/`add_writer` register. One libuv poll handle per descriptor
-//! carries at most one reader and one writer handle (a new one replaces the old, as asyncio);
-//! the handle is closed as soon as neither is left, so a descriptor closed and reused later
-//! gets a fresh registration.
+//! fd watchers: what `add_reader`/`add_writer` register. Each watched descriptor has at most
+//! one reader and one writer handle (a new one replaces the old, as asyncio); libuv's poll
+//! handle for it (owned by `uv_sys::Loop`) watches exactly the directions that have one, and
+//! is closed as soon as neither is left, so a descriptor closed and reused later gets a fresh
+//! registration.
 //!
 //! libuv's poll callbacks only record `(fd, events)`; the loop turns them into ready handles
 //! after libuv returns, so no Python code runs inside libuv.
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
@@ -17,10 +17,8 @@ use crate::handles::Handle;
 
 pub use uv_sys::{READABLE, WRITABLE};
 
-type Events = Arc<Mutex<Vec<(i32, io::Result<i32>)>>>;
-
+#[derive(Default)]
 struct Watcher {
-    poll: uv_sys::Poll,
     reader: Option<Py<Handle>>,
     writer: Option<Py<Handle>>,
 }
@@ -49,7 +47,6 @@ impl Watcher {
 #[derive(Default)]
 pub struct Watchers {
     map: HashMap<i32, Watcher>,
-    events: Events,
 }
 
 /// What an I/O event made runnable, and the handles found cancelled (to be removed).
@@ -58,6 +55,9 @@ pub struct Fired {
     pub runnable: Vec<Py<Handle>>,
     pub cancelled: Vec<(i32, i32)>,
 }
+
+/// Handles taken out of the watchers, to be cancelled and dropped once the lock is released.
+pub type Removed = Vec<Py<Handle>>;
 
 impl Watchers {
     /// Sets the reader (`which` = READABLE) or writer of `fd`; returns the handle it replaced.
@@ -68,73 +68,55 @@ impl Watchers {
         which: i32,
         handle: Py<Handle>,
     ) -> io::Result<Option<Py<Handle>>> {
-        if !self.map.contains_key(&fd) {
-            let events = self.events.clone();
-            let poll = uv_sys::Poll::new(
-                event_loop,
-                fd,
-                Box::new(move |result| {
-                    events
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((fd, result));
-                }),
-            )?;
-            self.map.insert(
-                fd,
-                Watcher {
-                    poll,
-                    reader: None,
-                    writer: None,
-                },
-            );
-        }
-        let watcher = self.map.get_mut(&fd).expect("inserted above");
+        let watcher = self.map.entry(fd).or_default();
         let old = watcher.slot(which).replace(handle);
-        let wanted = watcher.wanted();
-        if let Err(err) = watcher.poll.set_events(wanted) {
-            let new = std::mem::replace(watcher.slot(which), old);
+        if let Err(err) = event_loop.watch(fd, watcher.wanted()) {
+            // Put things back as they were; the caller still holds the new handle.
+            *watcher.slot(which) = old;
             if watcher.wanted() == 0 {
                 self.map.remove(&fd);
             }
-            drop(new);
             return Err(err);
         }
         Ok(old)
     }
 
-    /// Removes the reader or writer of `fd`; returns it if there was one.
-    pub fn remove(&mut self, fd: i32, which: i32) -> Option<Py<Handle>> {
-        let watcher = self.map.get_mut(&fd)?;
-        let old = watcher.slot(which).take()?;
+    /// Removes the reader or writer of `fd`: the removed handle, plus (if the descriptor could
+    /// not be watched any more) the other direction's, which goes too.
+    pub fn remove(&mut self, event_loop: &mut uv_sys::Loop, fd: i32, which: i32) -> Removed {
+        let Some(watcher) = self.map.get_mut(&fd) else {
+            return Vec::new();
+        };
+        let Some(old) = watcher.slot(which).take() else {
+            return Vec::new();
+        };
+        let mut removed = vec![old];
         let wanted = watcher.wanted();
-        if wanted == 0 || watcher.poll.set_events(wanted).is_err() {
-            // Dropping the poll closes it: nothing is left to watch on this descriptor.
+        if wanted == 0 || event_loop.watch(fd, wanted).is_err() {
+            let _ = event_loop.watch(fd, 0);
             if let Some(w) = self.map.remove(&fd) {
-                let (reader, writer) = (w.reader, w.writer);
-                drop(w.poll);
-                drop((reader, writer));
+                removed.extend(w.reader);
+                removed.extend(w.writer);
             }
         }
-        Some(old)
+        removed
     }
 
     /// Turns what libuv reported since the last call into runnable handles.
-    pub fn fired(&mut self, py: Python<'_>) -> Fired {
-        let events = std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()));
+    pub fn fired(&mut self, event_loop: &mut uv_sys::Loop, py: Python<'_>) -> Fired {
         let mut fired = Fired::default();
-        for (fd, result) in events {
-            let Some(watcher) = self.map.get_mut(&fd) else {
+        for (fd, result) in event_loop.take_events() {
+            let Some(watcher) = self.map.get(&fd) else {
                 continue;
             };
             if result.is_err() {
                 // libuv stops a poll handle that reported an error (POLLERR, e.g. a datagram
-                // socket's ICMP unreachable); a selector keeps watching, so re-arm it.
-                let wanted = watcher.wanted();
-                let _ = watcher.poll.set_events(wanted);
+                // socket's ICMP unreachable, comes as EBADF); a selector keeps watching, so
+                // re-arm it (rewatch leaves a descriptor that is really closed alone).
+                event_loop.rewatch(fd);
             }
-            // An error (the descriptor hung up or went bad) wakes both sides: their next
-            // read or write reports it, as with a selector.
+            // An error wakes both sides: their next read or write reports it, as with a
+            // selector.
             let mask = result.unwrap_or(READABLE | WRITABLE);
             for (which, slot) in [(READABLE, &watcher.reader), (WRITABLE, &watcher.writer)] {
                 if mask & which == 0 {
@@ -161,7 +143,7 @@ impl Watchers {
     ) -> Option<(i32, Option<Py<Handle>>, Option<Py<Handle>>)> {
         self.map.get(&fd).map(|w| {
             (
-                w.poll.events(),
+                w.wanted(),
                 w.reader.as_ref().map(|h| h.clone_ref(py)),
                 w.writer.as_ref().map(|h| h.clone_ref(py)),
             )
@@ -176,13 +158,13 @@ impl Watchers {
         Ok(())
     }
 
-    /// Closes every poll handle (before the libuv loop goes); returns the handles to drop.
-    pub fn close_all(&mut self) -> Vec<Py<Handle>> {
+    /// Forgets every watcher (the libuv loop closes the poll handles); returns their handles.
+    pub fn close_all(&mut self, event_loop: &mut uv_sys::Loop) -> Removed {
         let mut handles = Vec::new();
-        for (_, w) in self.map.drain() {
+        for (fd, w) in self.map.drain() {
+            let _ = event_loop.watch(fd, 0);
             handles.extend(w.reader);
             handles.extend(w.writer);
-            drop(w.poll);
         }
         handles
     }

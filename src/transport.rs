@@ -72,6 +72,10 @@ pub struct StreamCore {
     state: Mutex<State>,
 }
 
+// Once the socket is closed the descriptor number may belong to another socket: `_detach`
+// marks the connection lost, and every path that touches `fd` checks `conn_lost` first (under
+// the same lock), so nothing is ever read from or written to a recycled descriptor.
+
 fn would_block(err: &io::Error) -> bool {
     matches!(
         err.kind(),
@@ -448,6 +452,15 @@ impl StreamCore {
 
     fn get_write_buffer_size(&self) -> usize {
         self.state().pending()
+    }
+
+    /// Called just before the socket is closed: from now on writes are only counted.
+    fn _detach(&self) {
+        let mut state = self.state();
+        state.conn_lost = state.conn_lost.max(1);
+        state.closing = true;
+        state.buffer = Vec::new();
+        state.sent = 0;
     }
 
     /// Drops whatever is still buffered (an abort or a fatal error).

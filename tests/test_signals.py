@@ -196,3 +196,28 @@ def test_ctrl_c_stops_an_idle_run_forever_at_once() -> None:
     assert "Traceback" in stderr
     assert returncode != 0
     assert delay < CTRL_C_LIMIT_S
+
+
+def test_closing_a_loop_leaves_another_loops_wakeup_fd_alone() -> None:
+    code = textwrap.dedent(
+        """
+        import asyncio, os, signal
+        from monitored_ioloop.loop import Loop
+        a = Loop()
+        a.run_until_complete(asyncio.sleep(0))
+        b = asyncio.SelectorEventLoop()
+        got = []
+        b.add_signal_handler(signal.SIGUSR1, lambda: (got.append(1), b.stop()))
+        a.close()
+        b.call_later(0.05, os.kill, os.getpid(), signal.SIGUSR1)
+        b.call_later(2.0, b.stop)
+        b.run_forever()
+        b.close()
+        print("handled", bool(got))
+        """
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
+    )
+    assert child.returncode == 0, child.stderr
+    assert "handled True" in child.stdout

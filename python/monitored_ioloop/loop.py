@@ -113,6 +113,7 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         self._signal_handlers: dict[int, _SignalEntry] = {}
         self._signal_socks: Optional[tuple[socket.socket, socket.socket]] = None
         self._saved_wakeup_fd: Optional[int] = None
+        self._wakeup_installed = False
         if monitor_callback is not None:
             self.set_monitor_callback(monitor_callback)
 
@@ -243,8 +244,9 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         sys.set_asyncgen_hooks(
             firstiter=self._asyncgen_firstiter_hook, finalizer=self._asyncgen_finalizer_hook
         )
-        watching_signals = self._watch_signals(True)
+        watching_signals = False
         try:
+            watching_signals = self._watch_signals(True)
             events._set_running_loop(self)
             self._run_native()
         finally:
@@ -291,9 +293,12 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         return True
 
     def _update_wakeup_fd(self) -> None:
+        """Installs our wake-up fd while it is wanted; uninstalls it, restoring what was there
+        before, only if it is still ours (another loop may have installed its own since)."""
         want = not self.is_closed() and (
             bool(self._signal_handlers) or getattr(self, "_running_on_main", False)
         )
+        on_main = threading.current_thread() is threading.main_thread()
         if want:
             if self._signal_socks is None:
                 rsock, wsock = socket.socketpair()
@@ -302,18 +307,23 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
                 self._signal_socks = (rsock, wsock)
             wfd = self._signal_socks[1].fileno()
             previous = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
-            if self._saved_wakeup_fd is None and previous != wfd:
-                self._saved_wakeup_fd = previous
+            if not self._wakeup_installed:
+                self._saved_wakeup_fd = previous if previous != wfd else -1
+                self._wakeup_installed = True
             self._set_signal_fd(self._signal_socks[0].fileno())
-        elif self._saved_wakeup_fd is not None or self._signal_socks is not None:
+        elif self._wakeup_installed:
             self._set_signal_fd(-1)
-            if threading.current_thread() is threading.main_thread():
-                restore = -1 if self._saved_wakeup_fd is None else self._saved_wakeup_fd
+            self._wakeup_installed = False
+            saved, self._saved_wakeup_fd = self._saved_wakeup_fd, None
+            if on_main and self._signal_socks is not None:
                 try:
-                    signal.set_wakeup_fd(restore)
+                    current = signal.set_wakeup_fd(-1)
+                    ours = self._signal_socks[1].fileno()
+                    signal.set_wakeup_fd(
+                        (saved if saved is not None else -1) if current == ours else current
+                    )
                 except (ValueError, OSError):
                     pass
-            self._saved_wakeup_fd = None
 
     def _read_signal_fd(self) -> None:
         assert self._signal_socks is not None

@@ -36,6 +36,8 @@ class SocketTransport(transports._FlowControlMixin):
 
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
     _start_tls_compatible = True
+    # Class-level default so __del__ works even if __init__ failed before setting it.
+    _sock: Optional[socket.socket] = None
 
     _protocol = _core_attribute("_protocol")
     _protocol_connected = _core_attribute("_protocol_connected")
@@ -181,6 +183,8 @@ class SocketTransport(transports._FlowControlMixin):
             if waiter is not None and not waiter.done():
                 waiter.set_exception(ConnectionError("Connection is closed by peer"))
             if self._sock is not None:
+                # The core forgets the descriptor first: its number is free for reuse after.
+                self._core._detach()
                 self._sock.close()
                 self._sock = None
             self._protocol = None

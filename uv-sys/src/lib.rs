@@ -12,8 +12,9 @@ mod waker;
 
 pub use error::{check, uv_error};
 pub use event_loop::Loop;
-pub use poll::{Poll, PollCallback, READABLE, WRITABLE};
-pub use sock::{recv, send};
+pub use poll::{READABLE, WRITABLE};
+pub use sock::{is_open, recv, send};
+
 pub use wait::{hrtime_ns, wait_readable, Readiness};
 pub use waker::Waker;
 

@@ -15,6 +15,12 @@ pub fn recv(fd: i32, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// Whether `fd` is an open descriptor (fcntl F_GETFD succeeds).
+pub fn is_open(fd: i32) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor's flags; a closed fd returns -1.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+}
+
 #[cfg(target_os = "linux")]
 const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL;
 #[cfg(not(target_os = "linux"))]

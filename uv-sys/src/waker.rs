@@ -1,4 +1,5 @@
-//! `Waker`: a `uv_async_t` that any thread may use to wake the loop out of its wait.
+//! `Waker`: a `uv_async_t` that any thread may use to wake the loop out of its wait. The
+//! `Loop` creates and closes it; clones handed out may outlive the loop and then do nothing.
 //!
 //! The handle lives in an `Arc` shared by every clone and by libuv (through `data`); closing
 //! marks it closed under a lock, so a late `wake()` from another thread never touches a handle
@@ -12,7 +13,6 @@ use std::sync::{Arc, RwLock};
 use libuv_sys2 as sys;
 
 use crate::error::check;
-use crate::event_loop::Loop;
 
 struct Shared {
     handle: UnsafeCell<MaybeUninit<sys::uv_async_t>>,
@@ -31,8 +31,7 @@ pub struct Waker {
 }
 
 extern "C" fn on_wake(_handle: *mut sys::uv_async_t) {
-    // Nothing to do: the loop checks its thread-safe queue on every iteration; the wake-up
-    // only ends its wait.
+    // Nothing to do: the wake-up only ends the loop's wait.
 }
 
 extern "C" fn on_close(handle: *mut sys::uv_handle_t) {
@@ -44,15 +43,16 @@ extern "C" fn on_close(handle: *mut sys::uv_handle_t) {
 }
 
 impl Waker {
-    pub fn new(event_loop: &mut Loop) -> io::Result<Waker> {
+    /// Creates the async handle on the loop at `event_loop` (called by `Loop::new`).
+    pub(crate) fn new(event_loop: *mut sys::uv_loop_t) -> io::Result<Waker> {
         let shared = Arc::new(Shared {
             handle: UnsafeCell::new(MaybeUninit::uninit()),
             open: RwLock::new(false),
         });
         let handle = shared.handle.get().cast::<sys::uv_async_t>();
         // SAFETY: the handle memory is inside the Arc's allocation, which never moves and stays
-        // alive until on_close drops libuv's reference.
-        check(unsafe { sys::uv_async_init(event_loop.as_ptr(), handle, Some(on_wake)) })?;
+        // alive until on_close drops libuv's reference; the loop is live (the caller's).
+        check(unsafe { sys::uv_async_init(event_loop, handle, Some(on_wake)) })?;
         // The handle stays referenced: an unreferenced one would leave libuv's loop "not
         // alive", and uv_run would then never register the wake-up descriptor with the backend.
         // SAFETY: the handle was just initialised; `data` takes one strong reference for libuv.
@@ -74,43 +74,16 @@ impl Waker {
         }
     }
 
-    /// Closes the handle; call on the loop's thread before the loop is dropped.
-    pub fn close(&self) {
+    /// Closes the handle (by the owning `Loop`, on its thread, before it is torn down).
+    pub(crate) fn close(&self) {
         let mut open = self.shared.open.write().unwrap_or_else(|e| e.into_inner());
         if *open {
             *open = false;
-            // SAFETY: the handle is open and this is the loop's thread (the owner's contract);
-            // on_close releases libuv's reference after libuv is done with the memory.
+            // SAFETY: the handle is open and the owning loop calls this on its thread while
+            // alive; on_close releases libuv's reference after libuv is done with the memory.
             unsafe {
                 sys::uv_close(self.shared.handle.get().cast(), Some(on_close));
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::wait::{wait_readable, Readiness};
-
-    #[test]
-    fn a_wake_from_another_thread_makes_the_backend_readable() {
-        let mut l = Loop::new().unwrap();
-        let w = Waker::new(&mut l).unwrap();
-        l.run_nowait();
-        assert_eq!(
-            wait_readable(&[l.backend_fd()], 0).unwrap(),
-            Readiness::TimedOut
-        );
-        let w2 = w.clone();
-        std::thread::spawn(move || w2.wake()).join().unwrap();
-        assert_eq!(
-            wait_readable(&[l.backend_fd()], 1000).unwrap(),
-            Readiness::Ready(1)
-        );
-        l.run_nowait();
-        w.close();
-        w.wake(); // closed: ignored
-        l.run_nowait();
     }
 }

@@ -20,5 +20,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<transport::StreamCore>()?;
     m.add_class::<monitoring::IoLoopMonitorState>()?;
     m.add_function(wrap_pyfunction!(loadgen::echo_load, m)?)?;
+    m.add_function(wrap_pyfunction!(loadgen::http_load, m)?)?;
     Ok(())
 }

@@ -1,6 +1,7 @@
-//! A TCP echo load generator for the benchmark, in Rust so that it runs without the GIL and is
-//! never the bottleneck: each connection is a thread that sends a message, reads the same
-//! number of bytes back, and records the round trip's latency.
+//! Load generators for the benchmark, in Rust so that they run without the GIL and are never
+//! the bottleneck: each connection is a thread that sends a request, reads the whole answer and
+//! records the round trip's latency. Two kinds of request: an echo message (the same number of
+//! bytes come back) and an HTTP/1.1 keep-alive GET (a response with Content-Length).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -14,9 +15,46 @@ struct ConnectionResult {
     bytes: u64,
 }
 
+#[derive(Clone, Copy)]
+enum Exchange {
+    Echo,
+    Http,
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body; returns its size in bytes.
+fn read_http_response(stream: &mut TcpStream, pending: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| std::io::Error::other("response without Content-Length"))?;
+            let total = end + 4 + length;
+            while pending.len() < total {
+                let n = stream.read(&mut chunk)?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                pending.extend_from_slice(&chunk[..n]);
+            }
+            pending.drain(..total);
+            return Ok(total);
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        pending.extend_from_slice(&chunk[..n]);
+    }
+}
+
 fn run_connection(
     addr: &str,
     message: &[u8],
+    exchange: Exchange,
     warmup: Duration,
     measure: Duration,
 ) -> std::io::Result<ConnectionResult> {
@@ -24,6 +62,7 @@ fn run_connection(
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut buf = vec![0u8; message.len()];
+    let mut pending = Vec::new();
     let started = Instant::now();
     let measure_from = started + warmup;
     let end = measure_from + measure;
@@ -37,11 +76,17 @@ fn run_connection(
             break;
         }
         stream.write_all(message)?;
-        stream.read_exact(&mut buf)?;
+        let received = match exchange {
+            Exchange::Echo => {
+                stream.read_exact(&mut buf)?;
+                buf.len()
+            }
+            Exchange::Http => read_http_response(&mut stream, &mut pending)?,
+        };
         if sent_at >= measure_from {
             let micros = sent_at.elapsed().as_micros().min(u32::MAX as u128) as u32;
             result.latencies_us.push(micros);
-            result.bytes += message.len() as u64;
+            result.bytes += received as u64;
         }
     }
     Ok(result)
@@ -55,25 +100,21 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)] as f64 * 1e-6
 }
 
-/// Runs `connections` echo clients against `addr` ("host:port") for `warmup` + `duration`
-/// seconds; returns requests/s and latency percentiles (seconds) over the measured part.
-#[pyfunction]
-#[pyo3(signature = (addr, message_size, connections, duration, warmup=0.5))]
-pub fn echo_load<'py>(
+fn run_load<'py>(
     py: Python<'py>,
     addr: String,
-    message_size: usize,
+    message: Vec<u8>,
+    exchange: Exchange,
     connections: usize,
     duration: f64,
     warmup: f64,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let message: Vec<u8> = (0..message_size).map(|i| (i % 251) as u8).collect();
     let warmup = Duration::from_secs_f64(warmup.max(0.0));
     let measure = Duration::from_secs_f64(duration.max(0.01));
     let results = py.allow_threads(|| {
         std::thread::scope(|scope| {
             let workers: Vec<_> = (0..connections.max(1))
-                .map(|_| scope.spawn(|| run_connection(&addr, &message, warmup, measure)))
+                .map(|_| scope.spawn(|| run_connection(&addr, &message, exchange, warmup, measure)))
                 .collect();
             workers
                 .into_iter()
@@ -100,6 +141,54 @@ pub fn echo_load<'py>(
     out.set_item("p50", percentile(&latencies, 50.0))?;
     out.set_item("p99", percentile(&latencies, 99.0))?;
     Ok(out)
+}
+
+/// Runs `connections` echo clients against `addr` ("host:port") for `warmup` + `duration`
+/// seconds; returns requests/s and latency percentiles (seconds) over the measured part.
+#[pyfunction]
+#[pyo3(signature = (addr, message_size, connections, duration, warmup=0.5))]
+pub fn echo_load<'py>(
+    py: Python<'py>,
+    addr: String,
+    message_size: usize,
+    connections: usize,
+    duration: f64,
+    warmup: f64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let message: Vec<u8> = (0..message_size).map(|i| (i % 251) as u8).collect();
+    run_load(
+        py,
+        addr,
+        message,
+        Exchange::Echo,
+        connections,
+        duration,
+        warmup,
+    )
+}
+
+/// Runs `connections` keep-alive HTTP/1.1 clients sending `GET path` to `addr`, as
+/// `echo_load` does for echo.
+#[pyfunction]
+#[pyo3(signature = (addr, path, connections, duration, warmup=0.5))]
+pub fn http_load<'py>(
+    py: Python<'py>,
+    addr: String,
+    path: String,
+    connections: usize,
+    duration: f64,
+    warmup: f64,
+) -> PyResult<Bound<'py, PyDict>> {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes();
+    run_load(
+        py,
+        addr,
+        request,
+        Exchange::Http,
+        connections,
+        duration,
+        warmup,
+    )
 }
 
 #[cfg(test)]

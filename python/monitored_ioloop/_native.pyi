@@ -141,3 +141,8 @@ def echo_load(
 ) -> dict[str, float]:
     """Runs echo clients against ``addr`` ("host:port") without the GIL; requests/s and
     latency percentiles."""
+
+def http_load(
+    addr: str, path: str, connections: int, duration: float, warmup: float = 0.5
+) -> dict[str, float]:
+    """Runs keep-alive HTTP/1.1 GET clients against ``addr`` without the GIL."""

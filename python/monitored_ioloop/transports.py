@@ -10,13 +10,16 @@ from __future__ import annotations
 import socket
 import sys
 import warnings
-from asyncio import base_events, constants, futures, transports, trsock
+from asyncio import constants, futures, transports, trsock
 from asyncio.log import logger
 from typing import Any, Optional
 
 from monitored_ioloop import _native
 
 __all__ = ["SocketTransport"]
+
+
+_TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
 def _core_attribute(name: str) -> Any:
@@ -98,7 +101,10 @@ class SocketTransport(transports._FlowControlMixin):
             else:
                 server._attach()
         loop._transports[self._sock_fd] = self
-        base_events._set_nodelay(sock)  # type: ignore[attr-defined]
+        if sock.family in _TCP_FAMILIES and sock.proto in (0, socket.IPPROTO_TCP):
+            # asyncio only does this for sockets created with proto=IPPROTO_TCP; proto 0 is TCP
+            # too for a stream socket, and uvloop sets it for every TCP socket.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.set_protocol(protocol)
         loop.call_soon(protocol.connection_made, self)
         loop.call_soon(self._start_reading)

@@ -1,9 +1,10 @@
 """The benchmark's command line: rounds of fresh-process measurements, interleaved (A B C, then
 C B A), then a table of throughput and median per-round speed ratios to uvloop.
 
-Two groups of workloads: micro workloads of the loop core (one process each), and TCP echo
-workloads (a server process running the loop under test, pinned to one core, and the native
-load generator in another process pinned to the other core).
+Two groups of workloads: micro workloads of the loop core (one process each), and network
+workloads, TCP echo and HTTP through uvicorn (a server process running the loop under test,
+pinned to one core, and the native load generator in another process pinned to the other
+core).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from typing import Any, Dict, List, NamedTuple, Optional
 
 from monitored_ioloop.bench.loops import available_loops
-from monitored_ioloop.bench.net import STYLES
+from monitored_ioloop.bench.net import HTTP, STYLES, http_available
 from monitored_ioloop.bench.workloads import SIZES, WORKLOADS
 
 
@@ -34,6 +35,8 @@ class Echo(NamedTuple):
 
     @property
     def name(self) -> str:
+        if self.style == HTTP:
+            return "http-uvicorn"
         size = f"{self.size // 1024}KiB"
         return f"echo-{self.style}-{size}"
 
@@ -69,7 +72,10 @@ def _measure_echo(loop: str, echo: Echo, seconds: float) -> Sample:
         if not port:
             raise RuntimeError(f"the {loop} echo server did not start")
         out = subprocess.run(
-            _python("monitored_ioloop.bench.net", "load", port, str(echo.size), "8", str(seconds)),
+            _python(
+                "monitored_ioloop.bench.net", "load", port, str(echo.size), "8", str(seconds),
+                HTTP if echo.style == HTTP else "echo",
+            ),
             check=True, capture_output=True, text=True, timeout=60 + seconds * 4,
         )
     finally:
@@ -154,8 +160,8 @@ def render(results: Dict[str, Any], loops: List[str]) -> str:
     out.append("  ".join("-" * w for w in widths))
     out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in lines]
     notes = [
-        "ops/s (echo: requests/s, 8 connections): median over rounds, each measurement in a "
-        "fresh process.",
+        "ops/s (echo, http: requests/s over 8 connections): median over rounds, each "
+        "measurement in a fresh process. http: uvicorn serving a hello-world ASGI app.",
     ]
     if has_uvloop:
         notes.append("Nx: median per-round speed relative to uvloop (higher is faster).")
@@ -177,7 +183,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--micro", nargs="*", choices=list(WORKLOADS), default=None,
                         help="micro workloads (default: all)")
     parser.add_argument("--echo", nargs="*", default=None, metavar="STYLE:KIB",
-                        help=f"echo workloads, e.g. protocol:1 streams:100 (styles: {STYLES})")
+                        help=f"network workloads, e.g. protocol:1 streams:100 http:0 "
+                        f"(styles: {STYLES + (HTTP,)})")
     args = parser.parse_args(argv)
     loops = args.loops or available_loops()
     micro = list(WORKLOADS) if args.micro is None else args.micro
@@ -188,6 +195,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                   Echo("sock", 1024)]
     else:
         echoes = [Echo(style, kib * 1024) for style in STYLES for kib in (1, 10, 100)]
+    if args.echo is None and http_available():
+        echoes.append(Echo(HTTP, 0))
     rounds = args.rounds or (2 if args.quick else 4)
     echo_seconds = 0.4 if args.quick else 1.5
     results = run(loops, micro, echoes, rounds, args.quick, echo_seconds)

@@ -1,8 +1,10 @@
-"""TCP echo workloads: a server in one process (the loop under test, one echo style), the
-native load generator in another, pinned to different cores.
+"""Network workloads: a server in one process (the loop under test: an echo server in one
+style, or uvicorn serving a hello-world ASGI app), the native load generator in another,
+pinned to different cores.
 
 ``python -m monitored_ioloop.bench.net serve LOOP STYLE`` prints the port, then serves until
-killed; ``python -m monitored_ioloop.bench.net load PORT SIZE CONNECTIONS SECONDS`` prints JSON.
+killed; ``python -m monitored_ioloop.bench.net load PORT SIZE CONNECTIONS SECONDS [STYLE]``
+prints JSON (STYLE ``http`` sends keep-alive GETs instead of echo messages).
 """
 
 from __future__ import annotations
@@ -17,6 +19,35 @@ from typing import Any
 from monitored_ioloop.bench.loops import LOOPS
 
 STYLES = ("sock", "streams", "protocol")
+HTTP = "http"
+
+
+def http_available() -> bool:
+    """uvicorn (with httptools or h11) is what the HTTP workload serves with."""
+    import importlib.util
+
+    return importlib.util.find_spec("uvicorn") is not None
+
+
+async def _hello_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"12")]})
+    await send({"type": "http.response.body", "body": b"hello, world"})
+
+
+async def _serve_http(listener: socket.socket) -> None:
+    import importlib.util
+
+    import uvicorn
+
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    config = uvicorn.Config(
+        _hello_app, loop="none", http=http, lifespan="off", log_level="warning",
+        access_log=False,
+    )
+    await uvicorn.Server(config).serve(sockets=[listener])
 READ_SIZE = 256 * 1024
 
 
@@ -60,13 +91,16 @@ async def _serve_streams(listener: socket.socket) -> None:
 
 async def _serve(loop_name: str, style: str) -> None:
     loop = asyncio.get_running_loop()
-    listener = socket.socket()
+    # proto=IPPROTO_TCP: asyncio only sets TCP_NODELAY on sockets created with it.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
     listener.listen(1024)
     listener.setblocking(False)
     print(listener.getsockname()[1], flush=True)
-    if style == "sock":
+    if style == HTTP:
+        await _serve_http(listener)
+    elif style == "sock":
         await _serve_sock(loop, listener)
     elif style == "streams":
         await _serve_streams(listener)
@@ -86,19 +120,25 @@ def serve(loop_name: str, style: str) -> None:
         pass
 
 
-def load(port: int, size: int, connections: int, seconds: float) -> dict[str, Any]:
-    from monitored_ioloop._native import echo_load
+def load(
+    port: int, size: int, connections: int, seconds: float, style: str = "echo"
+) -> dict[str, Any]:
+    from monitored_ioloop._native import echo_load, http_load
 
     if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
         os.sched_setaffinity(0, {1})
-    return echo_load(f"127.0.0.1:{port}", size, connections, seconds, warmup=min(0.5, seconds / 2))
+    warmup = min(0.5, seconds / 2)
+    if style == HTTP:
+        return http_load(f"127.0.0.1:{port}", "/", connections, seconds, warmup=warmup)
+    return echo_load(f"127.0.0.1:{port}", size, connections, seconds, warmup=warmup)
 
 
 def main(argv: list[str]) -> int:
     if argv[0] == "serve":
         serve(argv[1], argv[2])
     else:
-        result = load(int(argv[1]), int(argv[2]), int(argv[3]), float(argv[4]))
+        style = argv[5] if len(argv) > 5 else "echo"
+        result = load(int(argv[1]), int(argv[2]), int(argv[3]), float(argv[4]), style)
         print(json.dumps(result))
     return 0
 

@@ -191,8 +191,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.echo is not None:
         echoes = [Echo(s, int(k) * 1024) for s, k in (e.split(":") for e in args.echo)]
     elif args.quick:
-        echoes = [Echo("protocol", 1024), Echo("protocol", 100 * 1024), Echo("streams", 1024),
-                  Echo("sock", 1024)]
+        echoes = [Echo("protocol", 1024), Echo("protocol", 100 * 1024), Echo("streams", 1024)]
     else:
         echoes = [Echo(style, kib * 1024) for style in STYLES for kib in (1, 10, 100)]
     if args.echo is None and http_available():

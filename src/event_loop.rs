@@ -449,7 +449,6 @@ impl Loop {
         let py = slf.py();
         let this = slf.get();
         let inner = this.new_callback(py, callback, args, context)?;
-
         inner.set_queued(true);
         let handle = Py::new(py, Handle { inner })?;
         let ready = Ready {
@@ -811,21 +810,11 @@ impl Loop {
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
-        let py = slf.py();
-        let this = slf.get();
         Self::check_schedule(slf, &callback, "call_soon_threadsafe", false)?;
-        let inner = this.new_callback(py, callback, args, context.as_ref())?;
-        inner.set_queued(true);
-        let handle = Py::new(py, Handle { inner })?;
         // The ready queue is behind a mutex, so any thread may append to it: the handle keeps
         // its place among call_soon's (FIFO across threads, as asyncio's deque append).
-        let ready = Ready {
-            entry: Entry::Soon(handle.clone_ref(py)),
-            ready_tick: tick(),
-            late_ns: 0,
-        };
-        lock(&this.core).ready.push_back(ready);
-        this.waker.wake();
+        let handle = Self::soon(slf, callback, args, context.as_ref())?;
+        slf.get().waker.wake();
         Ok(handle)
     }
 

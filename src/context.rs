@@ -12,15 +12,15 @@ use pyo3::{ffi, intern};
 pub fn call_in_context(
     py: Python<'_>,
     context: &Py<PyAny>,
-    callback: &Py<PyAny>,
-    args: &Py<PyTuple>,
+    callback: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
 ) -> PyResult<()> {
     // SAFETY: `context` is a live object (we hold a reference); PyContext_Enter type-checks it
     // and reports a non-Context or an already entered one as a Python error.
     if unsafe { ffi::PyContext_Enter(context.as_ptr()) } != 0 {
         return Err(PyErr::fetch(py));
     }
-    let result = callback.bind(py).call1(args.bind(py)).map(drop);
+    let result = callback.call1(args).map(drop);
     // SAFETY: the context was entered just above on this thread and the callback, whatever it
     // did, cannot leave another context entered on top of it (Context.run restores on exit).
     let exited = unsafe { ffi::PyContext_Exit(context.as_ptr()) };

@@ -515,6 +515,8 @@ impl Loop {
             let Some(Parts { callback, args }) = cb.parts(py) else {
                 continue;
             };
+            // Bound: released with a plain decref, no check for the GIL.
+            let (callback, args) = (callback.into_bound(py), args.into_bound(py));
             let result = context::call_in_context(py, &cb.context, &callback, &args);
             let end = tick();
             let wall_ns = ticks_to_ns(start, end);
@@ -526,7 +528,7 @@ impl Loop {
                 let reported = this.reporter.report(
                     py,
                     monitor,
-                    callback.clone_ref(py),
+                    callback.clone().unbind(),
                     wall_ns,
                     count,
                     lag_ns,
@@ -542,7 +544,7 @@ impl Loop {
                 }
             }
             let failure = result.err().map(|err| {
-                let source = format_callback(py, &callback, &args);
+                let source = format_callback(py, callback.as_unbound(), args.as_unbound());
                 (err, source)
             });
             if debug {

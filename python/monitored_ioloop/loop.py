@@ -90,6 +90,12 @@ class _NativeSelector(selectors.BaseSelector):
 
 
 class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
+    """An asyncio event loop on libuv, with every callback timed natively.
+
+    ``monitor_callback``, when given, is called after every dispatch with an
+    :class:`~monitored_ioloop.monitoring.IoLoopMonitorState`.
+    """
+
     # mypy reads BaseEventLoop's private helpers from typeshed, which leaves them out.
     _set_coroutine_origin_tracking: Callable[[bool], None]
     _asyncgen_firstiter_hook: Callable[[Any], None]
@@ -100,12 +106,6 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
     _closed: bool
     _debug: bool
 
-    """An asyncio event loop on libuv, with every callback timed natively.
-
-    ``monitor_callback``, when given, is called after every dispatch with an
-    :class:`~monitored_ioloop.monitoring.IoLoopMonitorState`.
-    """
-
     def __init__(self, monitor_callback: Optional[MonitorCallback] = None) -> None:
         selector = _NativeSelector()
         asyncio.SelectorEventLoop.__init__(self, selector)
@@ -114,6 +114,7 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         self._signal_socks: Optional[tuple[socket.socket, socket.socket]] = None
         self._saved_wakeup_fd: Optional[int] = None
         self._wakeup_installed = False
+        self._running_on_main = False
         if monitor_callback is not None:
             self.set_monitor_callback(monitor_callback)
 
@@ -296,7 +297,7 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         """Installs our wake-up fd while it is wanted; uninstalls it, restoring what was there
         before, only if it is still ours (another loop may have installed its own since)."""
         want = not self.is_closed() and (
-            bool(self._signal_handlers) or getattr(self, "_running_on_main", False)
+            bool(self._signal_handlers) or self._running_on_main
         )
         on_main = threading.current_thread() is threading.main_thread()
         if want:

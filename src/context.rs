@@ -1,7 +1,7 @@
 //! Running a callable inside a `contextvars.Context`, the way asyncio's `Handle._run` does,
 //! without building the argument tuple `Context.run` would need.
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyTuple, PyType};
@@ -28,6 +28,12 @@ pub fn call_in_context(
         return Err(PyErr::fetch(py));
     }
     result
+}
+
+/// KeyboardInterrupt and SystemExit: the errors asyncio lets out of a callback (and out of
+/// the loop) instead of handing them to the exception handler.
+pub fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
+    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
 }
 
 /// A copy of the current context, as `contextvars.copy_context()`.

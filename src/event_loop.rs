@@ -10,15 +10,13 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use pyo3::exceptions::{
-    PyKeyboardInterrupt, PyOSError, PyRuntimeError, PySystemExit, PyTypeError, PyValueError,
-};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyDict, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use crate::context;
+use crate::context::{self, is_fatal};
 use crate::handles::{format_callback, Callback, CancelCounts, Handle, Parts, TimerHandle};
 use crate::io_watchers::{Fired, Watchers, READABLE, WRITABLE};
 use crate::monitoring::{
@@ -50,8 +48,7 @@ impl Entry {
             Entry::Soon(_) => &counts.ready,
             Entry::Timer(_) => &counts.timers,
         };
-        // Saturating: a count is never allowed to wrap, whatever order cancels came in.
-        let _ = counter.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        CancelCounts::forget(counter);
     }
 
     fn as_any<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
@@ -152,10 +149,6 @@ pub fn os_error(err: std::io::Error) -> PyErr {
         }
         None => PyOSError::new_err(err.to_string()),
     }
-}
-
-fn is_fatal(py: Python<'_>, err: &PyErr) -> bool {
-    err.is_instance_of::<PyKeyboardInterrupt>(py) || err.is_instance_of::<PySystemExit>(py)
 }
 
 impl Loop {
@@ -465,10 +458,7 @@ impl Loop {
     fn forget_timers(&self, dropped: Vec<Py<TimerHandle>>) {
         for handle in dropped {
             handle.get().inner.set_queued(false);
-            let _ = self
-                .counts
-                .timers
-                .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+            CancelCounts::forget(&self.counts.timers);
         }
     }
 

@@ -21,6 +21,14 @@ pub struct CancelCounts {
     pub timers: AtomicUsize,
 }
 
+impl CancelCounts {
+    /// One cancelled handle left its queue. Saturating: a count never wraps, whatever order
+    /// cancels and removals came in.
+    pub fn forget(counter: &AtomicUsize) {
+        let _ = counter.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+    }
+}
+
 /// The callable and its arguments; dropped on `cancel()`, as asyncio does, so a cancelled
 /// timer still waiting in the heap does not keep what its callback references alive.
 pub struct Parts {

@@ -3,12 +3,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit};
 use pyo3::intern;
 use pyo3::prelude::*;
 
 use super::clock::monotonic_ns;
 use super::state::IoLoopMonitorState;
+use crate::context::is_fatal;
 
 const LOG_INTERVAL_NS: u64 = 1_000_000_000;
 
@@ -38,12 +38,7 @@ impl Reporter {
         );
         let outcome = Py::new(py, state).and_then(|s| monitor.bind(py).call1((s,)).map(drop));
         match outcome {
-            Err(err)
-                if err.is_instance_of::<PyKeyboardInterrupt>(py)
-                    || err.is_instance_of::<PySystemExit>(py) =>
-            {
-                Err(err)
-            }
+            Err(err) if is_fatal(py, &err) => Err(err),
             Err(err) => {
                 self.log_failure(py, err);
                 Ok(())

@@ -634,3 +634,60 @@ def test_the_aggregates_can_be_switched_off_for_measuring(loop: Loop) -> None:
 
 def test_histogram_arrays_are_native_u64() -> None:
     assert array("Q").itemsize == 8
+
+
+# -- debug mode --------------------------------------------------------------------------------
+
+
+def test_debug_slow_warning_names_the_task_and_where_it_runs(
+    loop: Loop, caplog: pytest.LogCaptureFixture
+) -> None:
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.05
+
+    async def handler() -> None:
+        await asyncio.sleep(0)
+        time.sleep(0.1)
+        await asyncio.sleep(0)
+
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        loop.run_until_complete(loop.create_task(handler(), name="Task-req"))
+    messages = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    slow = [m for m in messages if m.startswith("Executing <Task")]
+    assert slow, messages
+    assert "name='Task-req'" in slow[0]
+    assert "handler()" in slow[0] and __file__ in slow[0]
+    assert "TaskStepMethWrapper" not in slow[0]
+
+
+def test_debug_handles_keep_their_source_traceback(loop: Loop) -> None:
+    loop.set_debug(True)
+    here = inspect.currentframe()
+    assert here is not None
+    handle = loop.call_soon(lambda: None)
+    line = here.f_lineno - 1
+    timer = loop.call_later(10, lambda: None)
+    timer_line = here.f_lineno - 1
+    tb = handle._source_traceback
+    assert tb is not None and tb[-1][:3] == (__file__, line, here.f_code.co_name)
+    assert timer._source_traceback is not None
+    assert timer._source_traceback[-1][1] == timer_line
+    assert f"created at {__file__}:{line}" in repr(handle)
+    timer.cancel()
+    loop.set_debug(False)
+    assert loop.call_soon(lambda: None)._source_traceback is None
+
+
+def test_debug_exception_context_carries_the_source_traceback(loop: Loop) -> None:
+    contexts: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda loop, context: contexts.append(context))
+    loop.set_debug(True)
+
+    def fail() -> None:
+        raise ValueError("boom")
+
+    loop.call_soon(fail)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    (context,) = contexts
+    assert context["source_traceback"][-1][0] == __file__

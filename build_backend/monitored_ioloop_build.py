@@ -41,22 +41,22 @@ def _point_bindgen_at_libclang() -> None:
             os.environ["BINDGEN_EXTRA_CLANG_ARGS"] = f"-I{include}"
 
 
-def _missing_tools() -> list[str]:
+def _missing_tools(compiler: bool) -> list[str]:
     missing = []
     if shutil.which(os.environ.get("CARGO", "cargo")) is None:
         missing.append("Rust (cargo)")
     compilers = [os.environ.get("CC", ""), "cc", "gcc", "clang"]
-    if not any(c and shutil.which(c.split()[0]) for c in compilers):
+    if compiler and not any(c and shutil.which(c.split()[0]) for c in compilers):
         missing.append("a C compiler")
     return missing
 
 
-def _needs_toolchain(hook: _Hook) -> _Hook:
-    """Runs the maturin hook only when cargo and a C compiler are there; otherwise exits with
-    _MISSING_TOOLCHAIN (pip shows it as the build's whole output)."""
+def _needs_toolchain(hook: _Hook, compiler: bool = True) -> _Hook:
+    """Runs the maturin hook only when cargo (and, to build, a C compiler) are there; otherwise
+    exits with _MISSING_TOOLCHAIN (pip shows it as the build's whole output)."""
 
     def checked(*args: Any, **kwargs: Any) -> Any:
-        missing = _missing_tools()
+        missing = _missing_tools(compiler)
         if missing:
             sys.exit(_MISSING_TOOLCHAIN.format(missing=" and ".join(missing)))
         return hook(*args, **kwargs)
@@ -71,10 +71,13 @@ _point_bindgen_at_libclang()
 import maturin  # noqa: E402
 
 build_editable = _needs_toolchain(maturin.build_editable)
-build_sdist = _needs_toolchain(maturin.build_sdist)
+# An sdist only lists the Cargo workspace's files: cargo, no compiler.
+build_sdist = _needs_toolchain(maturin.build_sdist, compiler=False)
 build_wheel = _needs_toolchain(maturin.build_wheel)
 get_requires_for_build_editable = _needs_toolchain(maturin.get_requires_for_build_editable)
-get_requires_for_build_sdist = _needs_toolchain(maturin.get_requires_for_build_sdist)
+get_requires_for_build_sdist = _needs_toolchain(
+    maturin.get_requires_for_build_sdist, compiler=False
+)
 get_requires_for_build_wheel = _needs_toolchain(maturin.get_requires_for_build_wheel)
 prepare_metadata_for_build_editable = _needs_toolchain(maturin.prepare_metadata_for_build_editable)
 prepare_metadata_for_build_wheel = _needs_toolchain(maturin.prepare_metadata_for_build_wheel)

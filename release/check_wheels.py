@@ -54,6 +54,7 @@ SDIST_NEEDS = (
     "pyproject.toml",
     "Cargo.toml",
     "Cargo.lock",
+    "build.rs",
     "LICENSE",
     "README.md",
     "build_backend/monitored_ioloop_build.py",

@@ -32,7 +32,7 @@ def _uvloop() -> asyncio.AbstractEventLoop:
 
 
 def _rloop() -> asyncio.AbstractEventLoop:
-    import rloop
+    import rloop  # type: ignore[import-untyped,unused-ignore]
 
     loop: asyncio.AbstractEventLoop = rloop.new_event_loop()
     return loop

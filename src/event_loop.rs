@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -18,7 +18,10 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::context::{self, is_fatal};
-use crate::handles::{format_callback, Callback, CancelCounts, Handle, Parts, TimerHandle};
+use crate::gil_cell::GilCell;
+use crate::handles::{
+    format_callback, refs_in_traverse, Callback, CancelCounts, Handle, Parts, TimerHandle,
+};
 use crate::io_watchers::{Fired, Watchers, READABLE, WRITABLE};
 use crate::monitoring::watchdog;
 use crate::monitoring::{
@@ -89,15 +92,15 @@ struct Uv {
 
 #[pyclass(module = "monitored_ioloop._native", subclass, frozen, weakref)]
 pub struct Loop {
-    core: Mutex<Core>,
-    uv: Mutex<Option<Uv>>,
+    core: GilCell<Core>,
+    uv: GilCell<Option<Uv>>,
     waker: uv_sys::Waker,
     counts: Arc<CancelCounts>,
     running: AtomicBool,
     stopping: AtomicBool,
     closed: AtomicBool,
     debug: AtomicBool,
-    monitor: Mutex<Option<Py<PyAny>>>,
+    monitor: GilCell<Option<Py<PyAny>>>,
     has_monitor: AtomicBool,
     reporter: Reporter,
     /// Dispatches shorter than this are not reported to the monitor callback.
@@ -112,12 +115,6 @@ pub struct Loop {
     open_transports: AtomicUsize,
     signal_fd: AtomicI32,
     last_poll_tick: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these locks is a bug; the data is still consistent enough
-    // to carry on (queues of handles), so poisoning is not propagated.
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 static ASYNCIO_FUTURE: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
@@ -163,6 +160,20 @@ pub fn os_error(err: std::io::Error) -> PyErr {
             PyOSError::new_err((code, message))
         }
         None => PyOSError::new_err(err.to_string()),
+    }
+}
+
+/// Clears a one-shot handle's callable when dropped: at the end of its dispatch.
+struct Spent<'a, 'py> {
+    callback: Option<&'a Callback>,
+    py: Python<'py>,
+}
+
+impl Drop for Spent<'_, '_> {
+    fn drop(&mut self) {
+        if let Some(callback) = self.callback {
+            callback.clear(self.py);
+        }
     }
 }
 
@@ -325,7 +336,8 @@ impl Loop {
         let inner = this.new_callback(py, callback, args, context.as_ref())?;
         inner.set_queued(true);
         let handle = Py::new(py, TimerHandle { inner, when })?;
-        lock(&this.core)
+        this.core
+            .lock(py)
             .timers
             .push(seconds_to_deadline_ns(when), handle.clone_ref(py));
         Ok(handle)
@@ -343,21 +355,21 @@ impl Loop {
 
     /// Handles still to run: ready (including this iteration's rest) and scheduled, without
     /// the cancelled ones.
-    fn pending_count(&self, batch_rest: usize) -> usize {
-        let core = lock(&self.core);
+    fn pending_count(&self, py: Python<'_>, batch_rest: usize) -> usize {
+        let core = self.core.lock(py);
         let queued = batch_rest + core.ready.len() + core.timers.len();
         let cancelled = self.counts.ready.load(Relaxed) + self.counts.timers.load(Relaxed);
         queued.saturating_sub(cancelled)
     }
 
     /// Milliseconds to wait for I/O: 0 while work is ready, until the next timer otherwise.
-    fn wait_timeout_ms(&self) -> i32 {
+    fn wait_timeout_ms(&self, py: Python<'_>) -> i32 {
         if self.stopping.load(Relaxed) {
             return 0;
         }
         let mut dropped = Vec::new();
         let timeout = {
-            let mut core = lock(&self.core);
+            let mut core = self.core.lock(py);
             if !core.ready.is_empty() {
                 return 0;
             }
@@ -387,7 +399,7 @@ impl Loop {
             return Ok(());
         }
         let (backend_fd, uv_timeout) = {
-            let uv = lock(&this.uv);
+            let uv = this.uv.lock(py);
             let uv = uv
                 .as_ref()
                 .ok_or_else(|| PyRuntimeError::new_err("Event loop is closed"))?;
@@ -417,7 +429,7 @@ impl Loop {
             uv_sys::Readiness::Interrupted => (false, true),
         };
         if run_uv || uv_timeout == 0 {
-            let fired = match lock(&this.uv).as_mut() {
+            let fired = match this.uv.lock(py).as_mut() {
                 Some(uv) => {
                     uv.event_loop.run_nowait();
                     uv.watchers.fired(&mut uv.event_loop, py)
@@ -445,7 +457,7 @@ impl Loop {
             return Ok(());
         }
         let polled = this.last_poll_tick.load(Relaxed);
-        let mut core = lock(&this.core);
+        let mut core = this.core.lock(slf.py());
         for handle in fired.runnable {
             if handle.get().inner.is_queued() {
                 // Still waiting from an earlier poll (an interrupted batch): once is enough.
@@ -491,7 +503,7 @@ impl Loop {
         let inner = this.new_callback(py, callback, args, None)?;
         let handle = Py::new(py, Handle { inner })?;
         let replaced = {
-            let mut uv = lock(&this.uv);
+            let mut uv = this.uv.lock(py);
             let uv = uv
                 .as_mut()
                 .ok_or_else(|| PyRuntimeError::new_err("Event loop is closed"))?;
@@ -503,7 +515,7 @@ impl Loop {
             watchers.set(event_loop, fd, which, handle.clone_ref(py))
         };
         match replaced {
-            Ok(Some(old)) => old.get().cancel_now(),
+            Ok(Some(old)) => old.get().cancel_now(py),
             Ok(None) => {}
             Err(err) => return Err(os_error(err)),
         }
@@ -512,13 +524,14 @@ impl Loop {
 
     pub(crate) fn remove_watcher(slf: &Bound<'_, Self>, fd: i32, which: i32) -> PyResult<bool> {
         let this = slf.get();
-        let removed = match lock(&this.uv).as_mut() {
+        let py = slf.py();
+        let removed = match this.uv.lock(py).as_mut() {
             Some(uv) => uv.watchers.remove(&mut uv.event_loop, fd, which),
             None => Vec::new(),
         };
-        // Cancelled and dropped here, outside the lock: a last reference may run Python code.
+        // Cancelled and dropped here, outside the borrow: a last reference may run Python code.
         for handle in &removed {
-            handle.get().cancel_now();
+            handle.get().cancel_now(py);
         }
         Ok(!removed.is_empty())
     }
@@ -527,7 +540,7 @@ impl Loop {
     fn take_batch(&self, py: Python<'_>) -> VecDeque<Ready> {
         let mut dropped = Vec::new();
         let batch = {
-            let mut core = lock(&self.core);
+            let mut core = self.core.lock(py);
             let (now, now_tick) = if core.timers.len() > 0 {
                 let pair = (monotonic_ns(), tick());
                 self.aggregates.get(py).borrow_mut().time_ref = pair;
@@ -580,7 +593,7 @@ impl Loop {
             late_ns: 0,
             kind,
         };
-        lock(&this.core).ready.push_back(ready);
+        this.core.lock(py).ready.push_back(ready);
         Ok(handle)
     }
 
@@ -595,11 +608,11 @@ impl Loop {
 
     fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
         let this = slf.get();
-        let timeout = this.wait_timeout_ms();
+        let timeout = this.wait_timeout_ms(slf.py());
         Self::poll_io(slf, timeout)?;
         let mut batch = this.take_batch(slf.py());
         let outcome = Self::dispatch(slf, &mut batch);
-        let mut core = lock(&this.core);
+        let mut core = this.core.lock(slf.py());
         if !batch.is_empty() {
             // Interrupted (KeyboardInterrupt/SystemExit): what did not run stays first in line.
             while let Some(rest) = batch.pop_back() {
@@ -616,7 +629,7 @@ impl Loop {
         let py = slf.py();
         let this = slf.get();
         let monitor = if this.has_monitor.load(Relaxed) {
-            lock(&this.monitor).as_ref().map(|m| m.clone_ref(py))
+            this.monitor.lock(py).as_ref().map(|m| m.clone_ref(py))
         } else {
             None
         };
@@ -637,6 +650,13 @@ impl Loop {
             }
             let Some(Parts { callback, args }) = cb.parts(py) else {
                 continue;
+            };
+            // One-shot handles give up their callable once their dispatch is over (however it
+            // ends), so no cycle through a handle outlives its run: handles are not tracked by
+            // the collector. fd watchers run again.
+            let _spent = Spent {
+                callback: (ready.kind != Kind::Io).then_some(cb),
+                py,
             };
             // Bound: released with a plain decref, no check for the GIL.
             let (callback, args) = (callback.into_bound(py), args.into_bound(py));
@@ -681,7 +701,7 @@ impl Loop {
                 }
             }
             if let Some(monitor) = monitor.as_ref().filter(|_| wall_ns >= report_ns) {
-                let count = this.pending_count(batch.len());
+                let count = this.pending_count(py, batch.len());
                 let started_at = this.loop_time_of(py, start);
                 let reported = this.reporter.report(
                     py,
@@ -867,8 +887,8 @@ impl Loop {
         // The first read calibrates the tick clock: pay it here, not inside a timed dispatch.
         tick();
         Ok(Loop {
-            core: Mutex::new(Core::default()),
-            uv: Mutex::new(Some(Uv {
+            core: GilCell::new(Core::default()),
+            uv: GilCell::new(Some(Uv {
                 watchers: Watchers::default(),
                 event_loop,
             })),
@@ -878,7 +898,7 @@ impl Loop {
             stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             debug: AtomicBool::new(false),
-            monitor: Mutex::new(None),
+            monitor: GilCell::new(None),
             has_monitor: AtomicBool::new(false),
             reporter: Reporter::default(),
             monitor_min_wall_ns: AtomicU64::new(0),
@@ -940,16 +960,18 @@ impl Loop {
         py: Python<'_>,
         fd: i32,
     ) -> Option<(i32, Option<Py<Handle>>, Option<Py<Handle>>)> {
-        lock(&self.uv).as_ref()?.watchers.state(py, fd)
+        self.uv.lock(py).as_ref()?.watchers.state(py, fd)
     }
 
     /// Pending handles often lead back to the loop (a task step holds its task, which holds
-    /// the loop): the collector must see them, or an unclosed loop would never be freed.
+    /// the loop): the collector must see what they hold, or an unclosed loop would never be
+    /// freed. Timer handles are tracked and visited; `Handle`s are not tracked (see
+    /// `handles.rs`): the loop shows their contents while it is their only holder.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Ok(core) = self.core.try_lock() {
+        if let Some(core) = self.core.for_traverse(&visit) {
             for ready in core.ready.iter().chain(core.spare.iter()) {
                 match &ready.entry {
-                    Entry::Soon(h) => visit.call(h)?,
+                    Entry::Soon(h) => h.get().inner.visit_if_owned(refs_in_traverse(h), &visit)?,
                     Entry::Timer(h) => visit.call(h)?,
                 }
             }
@@ -957,10 +979,10 @@ impl Loop {
                 visit.call(timer)?;
             }
         }
-        if let Ok(monitor) = self.monitor.try_lock() {
+        if let Some(monitor) = self.monitor.for_traverse(&visit) {
             visit.call(&*monitor)?;
         }
-        if let Ok(uv) = self.uv.try_lock() {
+        if let Some(uv) = self.uv.for_traverse(&visit) {
             if let Some(uv) = uv.as_ref() {
                 uv.watchers.traverse(&visit)?;
             }
@@ -1134,7 +1156,7 @@ impl Loop {
     }
 
     /// Drops every pending handle and releases libuv; the Python side shuts the executor down.
-    fn _close_native(&self) -> PyResult<()> {
+    fn _close_native(&self, py: Python<'_>) -> PyResult<()> {
         if self.running.load(Relaxed) {
             return Err(PyRuntimeError::new_err("Cannot close a running event loop"));
         }
@@ -1142,17 +1164,28 @@ impl Loop {
             return Ok(());
         }
         let (ready, timers): (Vec<Ready>, Vec<Py<TimerHandle>>) = {
-            let mut core = lock(&self.core);
+            let mut core = self.core.lock(py);
             let ready = core.ready.drain(..).collect();
             let timers = core.timers.drain().collect();
             (ready, timers)
         };
-        let mut uv = lock(&self.uv).take();
+        let mut uv = self.uv.lock(py).take();
         let watched = uv
             .as_mut()
             .map(|uv| uv.watchers.close_all(&mut uv.event_loop))
             .unwrap_or_default();
-        // Released outside the locks: dropping the last reference may run Python code.
+        // They will never run: what they hold goes now (a handle someone keeps must not keep a
+        // cycle alive, as handles are not tracked by the collector). Outside the borrows:
+        // dropping a last reference may run Python code.
+        for r in &ready {
+            r.entry.callback().clear(py);
+        }
+        for t in &timers {
+            t.get().inner.clear(py);
+        }
+        for w in &watched {
+            w.get().inner.clear(py);
+        }
         drop((ready, timers, uv, watched));
         Ok(())
     }
@@ -1160,7 +1193,11 @@ impl Loop {
     /// Sets (or with None, removes) the callable called with an `IoLoopMonitorState` after
     /// every dispatch.
     #[pyo3(signature = (monitor_callback))]
-    fn set_monitor_callback(&self, monitor_callback: Option<Bound<'_, PyAny>>) -> PyResult<()> {
+    fn set_monitor_callback(
+        &self,
+        py: Python<'_>,
+        monitor_callback: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
         let monitor = match monitor_callback {
             Some(m) if !m.is_none() => {
                 if !m.is_callable() {
@@ -1173,18 +1210,18 @@ impl Loop {
             _ => None,
         };
         self.has_monitor.store(monitor.is_some(), Relaxed);
-        let old = std::mem::replace(&mut *lock(&self.monitor), monitor);
+        let old = std::mem::replace(&mut *self.monitor.lock(py), monitor);
         drop(old);
         Ok(())
     }
 
     fn get_monitor_callback(&self, py: Python<'_>) -> Option<Py<PyAny>> {
-        lock(&self.monitor).as_ref().map(|m| m.clone_ref(py))
+        self.monitor.lock(py).as_ref().map(|m| m.clone_ref(py))
     }
 
     /// Handles still pending (ready and scheduled, not cancelled).
-    fn pending_handles_count(&self) -> usize {
-        self.pending_count(0)
+    fn pending_handles_count(&self, py: Python<'_>) -> usize {
+        self.pending_count(py, 0)
     }
 
     /// Totals over every dispatch so far, kept natively whether or not a monitor is set.
@@ -1225,7 +1262,7 @@ impl Loop {
             )
         };
         let (pending_handles, pending_timers) = {
-            let core = lock(&self.core);
+            let core = self.core.lock(py);
             (
                 core.ready
                     .len()
@@ -1235,7 +1272,7 @@ impl Loop {
                     .saturating_sub(self.counts.timers.load(Relaxed)),
             )
         };
-        let io_watchers = lock(&self.uv).as_ref().map_or(0, |uv| uv.watchers.len());
+        let io_watchers = self.uv.lock(py).as_ref().map_or(0, |uv| uv.watchers.len());
         let d = PyDict::new(py);
         d.set_item("timestamp", self.time())?;
         d.set_item("iterations", metrics.iterations)?;

@@ -1,16 +1,27 @@
 //! `Handle` and `TimerHandle`: the objects `call_soon`/`call_later` return, with asyncio's API
 //! (`cancel`, `cancelled`, `when`, `get_context`, an asyncio-like `repr`), weakref-able.
 //!
-//! Both are frozen (no borrow flag on the dispatch path): the callback parts never change and
-//! the two flags are atomics. `queued` says the handle still sits in the loop's ready queue or
-//! timer heap, so a cancel can be counted there and the pending count stays exact.
+//! Both are frozen: the callable and its arguments sit in a cell only touched with the GIL
+//! held, and the two flags are atomics. `queued` says the handle still sits in the loop's ready
+//! queue or timer heap, so a cancel can be counted there and the pending count stays exact.
+//!
+//! `Handle` (what `call_soon` returns, the hottest allocation of an asyncio program, nearly
+//! always dropped at once by its caller) is not tracked by the cycle collector: allocating one
+//! costs no collector work, and a batch of a million pending callbacks is not rescanned at every
+//! collection. It holds its callable only while it can still run: a one-shot handle gives it up
+//! when it runs (or is cancelled, or its loop closes), so no cycle through it outlives its run;
+//! while it is pending and only its loop holds it, the loop's traversal shows the collector what
+//! it holds (`Callback::visit_if_owned`). `TimerHandle`s, which code does keep (`asyncio.sleep`,
+//! timeouts, keep-alive timers), are tracked as usual, so an unclosed loop whose tasks sleep is
+//! still collected.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
+use pyo3::sync::{GILOnceCell, GILProtected};
 use pyo3::types::PyTuple;
 use pyo3::{PyTraverseError, PyVisit};
 
@@ -27,6 +38,14 @@ impl CancelCounts {
     pub fn forget(counter: &AtomicUsize) {
         let _ = counter.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
     }
+}
+
+/// A handle's reference count, read in the collector's traversal (which runs with the GIL
+/// held but hands out no `Python` token).
+pub fn refs_in_traverse<T>(handle: &Py<T>) -> isize {
+    // SAFETY: `handle` is a live object (the caller holds a reference), and Py_REFCNT only
+    // reads its count; the collector runs with the GIL held, so nothing changes it meanwhile.
+    unsafe { pyo3::ffi::Py_REFCNT(handle.as_ptr()) }
 }
 
 /// The callable and its arguments; dropped on `cancel()`, as asyncio does, so a cancelled
@@ -47,10 +66,10 @@ impl Parts {
 
 /// What a handle runs: `callback(*args)` inside `context`.
 ///
-/// `parts` is only ever locked to copy or take the references out (no Python code runs under
-/// the lock, so no holder can wait for the GIL while another thread waits for the lock).
+/// `parts` is only ever borrowed to copy, take or put back the references (no Python code runs
+/// while it is borrowed).
 pub struct Callback {
-    parts: Mutex<Option<Parts>>,
+    parts: GILProtected<RefCell<Option<Parts>>>,
     pub context: Py<PyAny>,
     /// Debug mode only: where the handle was created (asyncio's `_source_traceback`).
     pub source_traceback: Option<Py<PyAny>>,
@@ -67,7 +86,7 @@ impl Callback {
         counts: Arc<CancelCounts>,
     ) -> Self {
         Callback {
-            parts: Mutex::new(Some(Parts { callback, args })),
+            parts: GILProtected::new(RefCell::new(Some(Parts { callback, args }))),
             context,
             source_traceback: None,
             cancelled: AtomicBool::new(false),
@@ -91,21 +110,34 @@ impl Callback {
         self.queued.store(queued, Relaxed);
     }
 
-    /// New references to the callable and its arguments (None once cancelled).
+    /// New references to the callable and its arguments (None once run, cancelled or closed).
     #[inline]
     pub fn parts(&self, py: Python<'_>) -> Option<Parts> {
         self.parts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .get(py)
+            .borrow()
             .as_ref()
             .map(|p| p.clone_ref(py))
     }
 
-    /// Lets the cycle collector see what the handle holds: a handle stored on the object its
-    /// callback belongs to (`self._timer = loop.call_later(t, self._on_timeout)`) is a cycle.
-    pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Ok(guard) = self.parts.try_lock() {
-            if let Some(parts) = guard.as_ref() {
+    /// Drops the callable and its arguments (cancelled, run once, or its loop closed).
+    pub fn clear(&self, py: Python<'_>) {
+        let cleared = self.parts.get(py).borrow_mut().take();
+        // Released after the borrow: dropping the last reference may run Python code.
+        drop(cleared);
+    }
+
+    /// For the owning loop's traversal: shows the collector what the handle holds, as if the
+    /// loop held it itself, but only while nothing but the loop holds the handle (`refs`, the
+    /// handle's reference count, is 1). A handle someone else also holds is not looked into:
+    /// its references then count as external, which keeps what it holds alive rather than
+    /// letting the collector clear objects that are still reachable.
+    pub fn visit_if_owned(&self, refs: isize, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if refs != 1 {
+            return Ok(());
+        }
+        if let Ok(parts) = self.parts.traverse(visit.clone()).try_borrow() {
+            if let Some(parts) = parts.as_ref() {
                 visit.call(&parts.callback)?;
                 visit.call(&parts.args)?;
             }
@@ -114,13 +146,16 @@ impl Callback {
         visit.call(&self.context)
     }
 
-    fn cancel(&self, counter: impl Fn(&CancelCounts) -> &AtomicUsize) {
+    /// Everything the callback holds, for a tracked handle's own traversal.
+    pub fn visit_all(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
+        self.visit_if_owned(1, visit)
+    }
+
+    fn cancel(&self, py: Python<'_>, counter: impl Fn(&CancelCounts) -> &AtomicUsize) {
         if !self.cancelled.swap(true, Relaxed) && self.queued.load(Relaxed) {
             counter(&self.counts).fetch_add(1, Relaxed);
         }
-        let cleared = self.parts.lock().unwrap_or_else(|e| e.into_inner()).take();
-        // Released after the lock: dropping the last reference may run Python code.
-        drop(cleared);
+        self.clear(py);
     }
 
     fn callback_obj(&self, py: Python<'_>) -> Py<PyAny> {
@@ -188,19 +223,15 @@ pub struct Handle {
 
 impl Handle {
     /// Cancels from Rust (a replaced or removed reader/writer).
-    pub fn cancel_now(&self) {
-        self.inner.cancel(|c| &c.ready);
+    pub fn cancel_now(&self, py: Python<'_>) {
+        self.inner.cancel(py, |c| &c.ready);
     }
 }
 
 #[pymethods]
 impl Handle {
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.inner.traverse(&visit)
-    }
-
-    fn cancel(&self) {
-        self.inner.cancel(|c| &c.ready);
+    fn cancel(&self, py: Python<'_>) {
+        self.inner.cancel(py, |c| &c.ready);
     }
 
     fn cancelled(&self) -> bool {
@@ -242,7 +273,9 @@ impl Handle {
     }
 }
 
-#[pyclass(module = "monitored_ioloop._native", frozen, weakref, freelist = 64)]
+// No `freelist`: PyO3's free list hands out reused objects without tracking them again, and a
+// timer handle must stay tracked by the collector (see the module comment).
+#[pyclass(module = "monitored_ioloop._native", frozen, weakref)]
 pub struct TimerHandle {
     pub inner: Callback,
     pub when: f64,
@@ -251,11 +284,11 @@ pub struct TimerHandle {
 #[pymethods]
 impl TimerHandle {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        self.inner.traverse(&visit)
+        self.inner.visit_all(&visit)
     }
 
-    fn cancel(&self) {
-        self.inner.cancel(|c| &c.timers);
+    fn cancel(&self, py: Python<'_>) {
+        self.inner.cancel(py, |c| &c.timers);
     }
 
     fn cancelled(&self) -> bool {

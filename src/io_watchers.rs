@@ -13,7 +13,7 @@ use std::io;
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
 
-use crate::handles::Handle;
+use crate::handles::{refs_in_traverse, Handle};
 
 pub use uv_sys::{READABLE, WRITABLE};
 
@@ -155,10 +155,16 @@ impl Watchers {
         self.map.len()
     }
 
+    /// What the watching handles hold, for the loop's traversal (handles are not tracked by
+    /// the collector themselves; see `handles.rs`).
     pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         for w in self.map.values() {
-            visit.call(&w.reader)?;
-            visit.call(&w.writer)?;
+            for handle in w.reader.iter().chain(w.writer.iter()) {
+                handle
+                    .get()
+                    .inner
+                    .visit_if_owned(refs_in_traverse(handle), visit)?;
+            }
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 mod context;
 mod event_loop;
+mod gil_cell;
 mod handles;
 mod io_watchers;
 mod loadgen;

@@ -10,7 +10,9 @@ use pyo3::{intern, IntoPyObjectExt, PyTraverseError, PyVisit};
 
 use super::metrics::Kind;
 
-#[pyclass(module = "monitored_ioloop.monitoring", frozen, weakref, freelist = 16)]
+// No `freelist`: PyO3's free list hands out reused objects without tracking them again, and
+// a state holds its callback (a cycle if a monitor keeps states).
+#[pyclass(module = "monitored_ioloop.monitoring", frozen, weakref)]
 pub struct IoLoopMonitorState {
     wall_time: f64,
     handles_count: usize,

@@ -27,3 +27,12 @@ class _Fields:
 
 IoLoopMonitorState.__dataclass_fields__ = _Fields.__dataclass_fields__  # type: ignore[attr-defined]
 IoLoopMonitorState.__dataclass_params__ = _Fields.__dataclass_params__  # type: ignore[attr-defined]
+
+# The original package's Python-side wrapper names, still importable from here.
+from monitored_ioloop._legacy_monitoring import (  # noqa: E402
+    IoLoopInnerState,
+    MonitoredCallbackWrapper,
+    wrap_callback_with_monitoring,
+)
+
+__all__ += ["IoLoopInnerState", "MonitoredCallbackWrapper", "wrap_callback_with_monitoring"]

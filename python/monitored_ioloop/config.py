@@ -23,7 +23,7 @@ from monitored_ioloop._loop_ref import snapshot_getter
 if TYPE_CHECKING:
     from monitored_ioloop.endpoint import MonitoringEndpoint
 
-__all__ = ["EnvSettings", "apply_env", "from_env"]
+__all__ = ["EnvSettings", "apply_env", "close_endpoint", "from_env", "endpoint"]
 
 logger = logging.getLogger("monitored_ioloop.config")
 
@@ -127,6 +127,20 @@ def apply_env(loop: Any, settings: EnvSettings) -> None:
     endpoint = _start_worker_endpoint(loop, settings)
     if endpoint is not None:
         current.endpoint, current.pid = endpoint, os.getpid()
+
+
+def endpoint() -> Optional[MonitoringEndpoint]:
+    """The endpoint ``MONITORED_IOLOOP_PROMETHEUS_PORT`` started in this process, if any."""
+    current = _ProcessEndpoint
+    return current.endpoint if current.pid == os.getpid() else None
+
+
+def close_endpoint() -> None:
+    """Stops this process's environment-started endpoint (the next loop starts a new one)."""
+    current = _ProcessEndpoint
+    if current.endpoint is not None and current.pid == os.getpid():
+        current.endpoint.close()
+    current.endpoint, current.pid = None, 0
 
 
 def _start_worker_endpoint(loop: Any, settings: EnvSettings) -> Optional[MonitoringEndpoint]:

@@ -14,9 +14,8 @@ from typing import Any, Iterator
 
 import pytest
 from integration_helpers import LOCALHOST, REPO_ROOT, env_with, free_port, http_get
-from monitoring_fake import REAL, new_event_loop
-
 from monitored_ioloop import config
+from monitoring_fake import REAL, new_event_loop
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,7 +12,6 @@ import sys
 import textwrap
 
 import pytest
-
 from monitored_ioloop.log_format import JsonFormatter
 
 pytestmark = pytest.mark.timeout(30)

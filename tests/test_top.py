@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 from integration_helpers import LOCALHOST, REPO_ROOT, env_with, free_port
-from monitoring_fake import loop_factory
-
 from monitored_ioloop.endpoint import MonitoringEndpoint
 from monitored_ioloop.top.view import render
+from monitoring_fake import loop_factory
 
 pytestmark = pytest.mark.timeout(30)
 

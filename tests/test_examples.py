@@ -67,7 +67,7 @@ def start_gunicorn(log_path: Path, env: dict[str, str], workers: int) -> Server:
     log = log_path.open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", APP, "-k", WORKER_CLASS, "-w", str(workers),
-         "-b", f"{LOCALHOST}:{port}", "--graceful-timeout", "5"],
+         "-b", f"{LOCALHOST}:{port}", "--graceful-timeout", "1"],
         cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     server = Server(process, port, log_path)

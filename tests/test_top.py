@@ -4,6 +4,7 @@ cleanly (one line, status 1) on an unreachable URL."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -90,3 +91,24 @@ def test_window_rates_come_from_the_difference() -> None:
     assert "dispatches 100/s" in view
     assert "utilisation  75.0%" in view
     assert "wall time  200.0ms" in view  # the window p50 lies in the 0.2 s bucket
+
+
+def test_ctrl_c_exits_cleanly() -> None:
+    loop = recorded_loop()
+    endpoint = MonitoringEndpoint(lambda: loop.monitor_snapshot(), 0)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "monitored_ioloop.top", endpoint.url, "--interval", "0.2"],
+        cwd=REPO_ROOT, env=env_with(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert "monitored_ioloop top" in process.stdout.readline()  # it is running
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        endpoint.close()
+        loop.close()
+    assert process.returncode == 0
+    assert "Traceback" not in stderr

@@ -75,9 +75,17 @@ def _percentiles(hist: Doc, previous: Optional[Doc]) -> dict[str, Optional[float
         if total > 0:
             target = q / 100 * total
             out[key] = next((u for u, c in deltas if c >= target), bounds[-1])
-    out["max"] = next((u for u, c in reversed(deltas) if c > 0), None) if deltas else None
-    if previous and deltas and total > 0 and out["max"] is not None:
-        out["max"] = min(out["max"], hist.get("max") or out["max"])
+    # The window's largest value lies in the highest bucket that gained values, and never
+    # above the loop's exact maximum so far.
+    highest = None
+    below = 0.0
+    for upper, cumulative in deltas:
+        if cumulative > below:
+            highest = upper
+        below = cumulative
+    if highest is not None and hist.get("max") is not None:
+        highest = min(highest, float(hist["max"]))
+    out["max"] = highest
     return out
 
 
@@ -136,9 +144,9 @@ def render(
     lines += ["", "top callbacks by busy time" + (" (window)" if window else "")]
     top = _top_callbacks(doc, previous)[:rows]
     lines += _table(
-        ["busy", "count", "max", "name"],
+        ["busy", "count", "max", "name", "location"],
         [[_duration(t["busy_time"]), f"{int(t['count']):,}", _duration(t.get("max_wall_time")),
-          str(t.get("name", ""))] for t in top],
+          str(t.get("name", "")), str(t.get("location") or "")] for t in top],
     ) if top else ["  (none)"]
 
     threshold = doc.get("slow_callback_threshold")

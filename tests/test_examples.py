@@ -56,7 +56,11 @@ def test_fastapi_service_names_its_slow_endpoint_in_a_scrape(tmp_path: Path) -> 
             if s.labels["callback"] == slow[0]]
     assert last and last[0].value >= 0.15
     if REAL:
-        assert ".py:" in last[0].labels["location"]
+        assert ".py:" in last[0].labels["location"]  # the request task's span (in uvicorn)
+        # The watchdog saw the loop thread inside the endpoint: app.py and the line.
+        blocked = families["monitored_ioloop_watchdog_blocked_seconds"].samples
+        assert any(s.labels["callback"].startswith(SLOW_NAME)
+                   and "fastapi_service/app.py:" in s.labels["location"] for s in blocked), blocked
 
 
 def start_gunicorn(log_path: Path, env: dict[str, str], workers: int) -> Server:

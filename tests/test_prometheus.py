@@ -5,8 +5,10 @@ endpoint per worker under ``uvicorn --workers 2``, each worker counted once."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +193,32 @@ def test_two_workers_each_serve_their_own_loop_once(tmp_path: Path) -> None:
     assert workers == ["0", "1"]
     assert len(pids) == 2 and str(server.process.pid) not in pids  # the supervisor serves none
     assert all(dispatched > 0 for _, dispatched in scraped)
+
+
+def test_watchdog_reports_name_the_innermost_frame() -> None:
+    """Each kept report shows as its callback name and the file:line the loop thread was
+    executing, from its stack."""
+    loop = loop_factory()()
+    try:
+        snap = dataclasses.replace(
+            loop.monitor_snapshot(),
+            watchdog_reports=(
+                types.SimpleNamespace(
+                    blocked_for=0.3, name="Task-7 (report)", started_at=1.0, wall_time=None,
+                    thread_id=1, gil_unavailable=False,
+                    stack='  File "/srv/app.py", line 12, in main\n    await report()\n'
+                          '  File "/srv/app.py", line 31, in report\n    time.sleep(1)\n',
+                ),
+            ),
+            watchdog_reports_total=1,
+        )
+    finally:
+        loop.close()
+    registry = CollectorRegistry()
+    registry.register(prometheus.LoopCollector(lambda: snap))
+    families = parse(generate_latest(registry).decode())
+    (sample,) = families["monitored_ioloop_watchdog_blocked_seconds"].samples
+    assert sample.labels == {"callback": "Task-_ (report)", "location": "/srv/app.py:31"}
+    assert sample.value == 0.3
+    assert samples(families, "monitored_ioloop_watchdog_reports_total",
+                   "monitored_ioloop_watchdog_reports")[0].value == 1

@@ -48,6 +48,10 @@ class SlowCallbackLike(Protocol):
 class WatchdogReportLike(Protocol):
     @property
     def blocked_for(self) -> float: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def stack(self) -> str: ...
 
 
 class LoopSnapshotLike(Protocol):

@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_BUCKETS",
     "LoopCollector",
     "bounded_callback_name",
+    "innermost_location",
     "metrics_renderer",
     "register",
     "start_http_server",
@@ -49,9 +50,18 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
 
 OTHER_CALLBACKS = "(other)"
 
+# A formatted stack's frame line: '  File "/srv/app.py", line 31, in report'.
+_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
+
 # "Task-123 (handler)" -> "Task-_ (handler)": unnamed tasks are numbered per task, which would
 # make one label value per request.
 _TASK_NUMBER = re.compile(r"\bTask-\d+\b")
+
+
+def innermost_location(stack: str) -> str:
+    """``file:line`` of the innermost frame of a formatted stack (innermost last), or ``""``."""
+    frames = _FRAME.findall(stack)
+    return f"{frames[-1][0]}:{frames[-1][1]}" if frames else ""
 
 
 def bounded_callback_name(name: str) -> str:
@@ -202,12 +212,25 @@ class LoopCollector(Collector):
             "watchdog_last_blocked_seconds",
             "How long the loop had been blocked at the latest watchdog report.",
         )
+        blocked = self._gauge(
+            "watchdog_blocked_seconds",
+            "Longest time blocked among the watchdog reports still kept, per callback name and "
+            "the innermost frame (file:line) of the loop thread's stack when reported.",
+            ["callback", "location"],
+        )
         if s:
             reports.add_metric(self._label_values, s.watchdog_reports_total)
             if s.watchdog_reports:
                 last.add_metric(self._label_values, s.watchdog_reports[-1].blocked_for)
+            longest: dict[tuple[str, str], float] = {}
+            for report in s.watchdog_reports:
+                key = (bounded_callback_name(report.name), innermost_location(report.stack))
+                longest[key] = max(longest.get(key, 0.0), report.blocked_for)
+            for (name, location), seconds in list(longest.items())[-self._max_names:]:
+                blocked.add_metric(self._label_values + [name, location], seconds)
         yield reports
         yield last
+        yield blocked
 
 
 def register(

@@ -1,11 +1,24 @@
 # The few verbs people use: `make bench`, `make test`, `make lint`, `make build`.
 # Each sets up what it needs on a fresh machine: a virtualenv with maturin, pytest and the
 # libclang wheel (bindgen needs libclang; the wheel needs no root), then a release build.
+#
+# Releasing (RELEASING.md), none of it part of `make test`:
+#   make wheels        manylinux2014 (glibc 2.17) wheels for every CPython 3.9+ found (pyenv
+#                      or PATH; PYTHONS="/path/python3.X ..." to choose), via maturin --zig, and
+#                      the sdist, into dist/ (release/build.py)
+#   make check-wheels  the sdist's contents; each wheel's tag, size, `auditwheel show` and
+#                      libraries; then per interpreter a fresh venv with no Rust and no compiler
+#                      on PATH installs the wheel (timed) and runs a fast subset of the tests
+#                      against it, from a temporary copy: all but test_cpython_asyncio.py and
+#                      test_net_real_servers.py (release/check_wheels.py)
+#   make check-sdist   pip without Rust gets one short message; pip on an interpreter with no
+#                      wheel builds the sdist (a full build, minutes) (release/check_sdist.py)
 
 PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
+RELEASE_STAMP := $(VENV)/.release-stamp
 CLANG_DIR = $(shell $(VPY) -c "import clang, os; print(os.path.join(os.path.dirname(clang.__file__), 'native'))")
 PY_LIBDIR = $(shell $(VPY) -c "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))")
 export LIBCLANG_PATH = $(CLANG_DIR)
@@ -14,7 +27,7 @@ export PYO3_PYTHON = $(abspath $(VPY))
 export VIRTUAL_ENV = $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv build test test-rust test-python bench lint
+.PHONY: venv build test test-rust test-python bench lint wheels check-wheels check-sdist
 
 $(STAMP): requirements-dev.txt
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -41,5 +54,18 @@ bench: build
 lint: $(STAMP)
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	$(VENV)/bin/ruff check python tests build_backend examples
+	$(VENV)/bin/ruff check python tests build_backend examples release
 	$(VENV)/bin/mypy --strict python/monitored_ioloop
+
+$(RELEASE_STAMP): $(STAMP) requirements-release.txt
+	$(VPY) -m pip install -q -r requirements-release.txt
+	touch $(RELEASE_STAMP)
+
+wheels: $(RELEASE_STAMP)
+	$(VPY) release/build.py
+
+check-wheels: $(RELEASE_STAMP)
+	$(VPY) release/check_wheels.py
+
+check-sdist: $(RELEASE_STAMP)
+	$(VPY) release/check_sdist.py

@@ -6,21 +6,24 @@
 //! the handles that were ready when the iteration started, each one timed natively.
 //! Python's subclass (`monitored_ioloop.loop.Loop`) adds asyncio's cold paths around this.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::sync::{GILOnceCell, GILProtected};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::context::{self, is_fatal};
 use crate::handles::{format_callback, Callback, CancelCounts, Handle, Parts, TimerHandle};
 use crate::io_watchers::{Fired, Watchers, READABLE, WRITABLE};
+use crate::monitoring::watchdog;
 use crate::monitoring::{
-    monotonic_ns, seconds_to_deadline_ns, tick, ticks_to_ns, DispatchStats, Reporter,
+    monotonic_ns, seconds_to_deadline_ns, slow, tick, ticks_to_ns, Aggregates, Histogram, Key,
+    Kind, Probe, Reporter,
 };
 use crate::timers::TimerQueue;
 
@@ -28,6 +31,8 @@ use crate::timers::TimerQueue;
 const IO_POLL_INTERVAL_NS: u64 = 250_000;
 /// The longest single wait; a timer further away is reached in several waits.
 const MAX_WAIT_MS: u64 = 24 * 3600 * 1000;
+/// A dispatch this long or longer is recorded as a slow callback, unless the user says otherwise.
+const DEFAULT_SLOW_THRESHOLD_NS: u64 = 100_000_000;
 
 enum Entry {
     Soon(Py<Handle>),
@@ -65,6 +70,7 @@ struct Ready {
     entry: Entry,
     ready_tick: u64,
     late_ns: u64,
+    kind: Kind,
 }
 
 #[derive(Default)]
@@ -94,7 +100,16 @@ pub struct Loop {
     monitor: Mutex<Option<Py<PyAny>>>,
     has_monitor: AtomicBool,
     reporter: Reporter,
-    stats: Mutex<DispatchStats>,
+    /// Dispatches shorter than this are not reported to the monitor callback.
+    monitor_min_wall_ns: AtomicU64,
+    /// Dispatches at least this long are recorded as slow (u64::MAX: never).
+    slow_threshold_ns: AtomicU64,
+    aggregates: GILProtected<RefCell<Aggregates>>,
+    /// Off only to measure what the aggregates cost (the benchmark's "monitoring cost" table).
+    aggregating: AtomicBool,
+    /// The dispatch running now, for the watchdog.
+    probe: Arc<Probe>,
+    open_transports: AtomicUsize,
     signal_fd: AtomicI32,
     last_poll_tick: AtomicU64,
 }
@@ -151,6 +166,98 @@ pub fn os_error(err: std::io::Error) -> PyErr {
     }
 }
 
+static EXTRACT_STACK: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+
+/// Debug mode: where a handle was created, as asyncio's `format_helpers.extract_stack` gives
+/// it (the innermost frame is the Python code that called `call_soon`/`call_later`/...).
+fn source_traceback(py: Python<'_>) -> Option<Py<PyAny>> {
+    let extract = EXTRACT_STACK
+        .get_or_try_init(py, || {
+            Ok::<_, PyErr>(
+                py.import(intern!(py, "asyncio.format_helpers"))?
+                    .getattr(intern!(py, "extract_stack"))?
+                    .unbind(),
+            )
+        })
+        .ok()?;
+    let frame = py
+        .import(intern!(py, "sys"))
+        .and_then(|sys| sys.call_method1(intern!(py, "_getframe"), (0,)))
+        .ok()?;
+    extract.bind(py).call1((frame,)).ok().map(Bound::unbind)
+}
+
+/// A histogram as `(count, sum_ns, max_ns, min_ns, counts)`, the counts as native-endian u64
+/// bytes.
+fn histogram_raw<'py>(py: Python<'py>, h: &Histogram) -> (u64, u64, u64, u64, Bound<'py, PyBytes>) {
+    let min = if h.count == 0 { 0 } else { h.min_ns };
+    (
+        h.count,
+        h.sum_ns,
+        h.max_ns,
+        min,
+        PyBytes::new(py, &h.counts_bytes()),
+    )
+}
+
+/// `_histogram_of(values_ns)`: the native histogram of the given values, in the raw form
+/// snapshots carry (for tests of the recording and of the Python side's percentiles).
+#[pyfunction]
+pub fn _histogram_of<'py>(
+    py: Python<'py>,
+    values_ns: Vec<u64>,
+) -> (u64, u64, u64, u64, Bound<'py, PyBytes>) {
+    let mut h = Histogram::default();
+    for v in values_ns {
+        h.record(v);
+    }
+    histogram_raw(py, &h)
+}
+
+/// A duration option in seconds: a real number, not negative, not NaN.
+fn duration_ns(value: &Bound<'_, PyAny>, name: &str) -> PyResult<u64> {
+    if value.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be a number of seconds or None, not bool"
+        )));
+    }
+    let seconds: f64 = value.extract().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{name} must be a number of seconds or None, not {}",
+            value
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    })?;
+    if seconds.is_nan() || seconds < 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be >= 0 seconds, got {seconds}"
+        )));
+    }
+    // `as` saturates: an infinite duration is u64::MAX, i.e. never reached.
+    Ok((seconds * 1e9) as u64)
+}
+
+/// A count option: an int of at least 1.
+fn positive_count(value: &Bound<'_, PyAny>, name: &str) -> PyResult<usize> {
+    if value.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(PyTypeError::new_err(format!(
+            "{name} must be an int, not bool"
+        )));
+    }
+    let n: i64 = value
+        .extract()
+        .map_err(|_| PyTypeError::new_err(format!("{name} must be an int")))?;
+    if n < 1 {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be at least 1, got {n}"
+        )));
+    }
+    Ok(n as usize)
+}
+
 impl Loop {
     #[inline]
     fn check_closed(&self) -> PyResult<()> {
@@ -192,12 +299,16 @@ impl Loop {
         args: Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Callback> {
-        Ok(Callback::new(
+        let mut inner = Callback::new(
             callback.unbind(),
             args.unbind(),
             context::resolve(py, context)?,
             self.counts.clone(),
-        ))
+        );
+        if self.debug.load(Relaxed) {
+            inner.source_traceback = source_traceback(py);
+        }
+        Ok(inner)
     }
 
     fn schedule_at(
@@ -218,6 +329,16 @@ impl Loop {
             .timers
             .push(seconds_to_deadline_ns(when), handle.clone_ref(py));
         Ok(handle)
+    }
+
+    pub(crate) fn transport_opened(&self) {
+        self.open_transports.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn transport_closed(&self) {
+        let _ = self
+            .open_transports
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
     }
 
     /// Handles still to run: ready (including this iteration's rest) and scheduled, without
@@ -279,13 +400,17 @@ impl Loop {
         let signal_fd = this.signal_fd.load(Relaxed);
         let fds = [backend_fd, signal_fd];
         let fds = if signal_fd >= 0 { &fds[..] } else { &fds[..1] };
-        let readiness = if timeout == 0 {
-            uv_sys::wait_readable(fds, 0)
-        } else {
-            py.allow_threads(|| uv_sys::wait_readable(fds, timeout))
+        let blocked_since = (timeout != 0).then(tick);
+        let readiness = match blocked_since {
+            None => uv_sys::wait_readable(fds, 0),
+            Some(_) => py.allow_threads(|| uv_sys::wait_readable(fds, timeout)),
         }
         .map_err(os_error)?;
-        this.last_poll_tick.store(tick(), Relaxed);
+        let polled = tick();
+        this.last_poll_tick.store(polled, Relaxed);
+        if let Some(since) = blocked_since {
+            this.aggregates.get(py).borrow_mut().metrics.idle_ns += ticks_to_ns(since, polled);
+        }
         let (run_uv, signals) = match readiness {
             uv_sys::Readiness::Ready(bits) => (bits & 1 != 0, bits & 2 != 0),
             uv_sys::Readiness::TimedOut => (false, false),
@@ -331,6 +456,7 @@ impl Loop {
                 entry: Entry::Soon(handle),
                 ready_tick: polled,
                 late_ns: 0,
+                kind: Kind::Io,
             });
         }
         Ok(())
@@ -398,12 +524,14 @@ impl Loop {
     }
 
     /// Moves expired timers to the ready queue and takes the batch this iteration runs.
-    fn take_batch(&self) -> VecDeque<Ready> {
+    fn take_batch(&self, py: Python<'_>) -> VecDeque<Ready> {
         let mut dropped = Vec::new();
         let batch = {
             let mut core = lock(&self.core);
             let (now, now_tick) = if core.timers.len() > 0 {
-                (monotonic_ns(), tick())
+                let pair = (monotonic_ns(), tick());
+                self.aggregates.get(py).borrow_mut().time_ref = pair;
+                pair
             } else {
                 (0, 0)
             };
@@ -416,6 +544,7 @@ impl Loop {
                         entry: Entry::Timer(handle),
                         ready_tick: now_tick,
                         late_ns: now.saturating_sub(entry.deadline_ns),
+                        kind: Kind::Timer,
                     });
                 }
             }
@@ -438,6 +567,7 @@ impl Loop {
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         context: Option<&Bound<'_, PyAny>>,
+        kind: Kind,
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
         let this = slf.get();
@@ -448,6 +578,7 @@ impl Loop {
             entry: Entry::Soon(handle.clone_ref(py)),
             ready_tick: tick(),
             late_ns: 0,
+            kind,
         };
         lock(&this.core).ready.push_back(ready);
         Ok(handle)
@@ -466,7 +597,7 @@ impl Loop {
         let this = slf.get();
         let timeout = this.wait_timeout_ms();
         Self::poll_io(slf, timeout)?;
-        let mut batch = this.take_batch();
+        let mut batch = this.take_batch(slf.py());
         let outcome = Self::dispatch(slf, &mut batch);
         let mut core = lock(&this.core);
         if !batch.is_empty() {
@@ -479,7 +610,8 @@ impl Loop {
         outcome
     }
 
-    /// Runs each handle of the batch in its context, timing it; reports to the monitor.
+    /// Runs each handle of the batch in its context, timing it: into the aggregates, the busy
+    /// time of what ran, the slow-callback ring when it took long, and the monitor callback.
     fn dispatch(slf: &Bound<'_, Self>, batch: &mut VecDeque<Ready>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
@@ -488,11 +620,12 @@ impl Loop {
         } else {
             None
         };
+        let report_ns = this.monitor_min_wall_ns.load(Relaxed);
+        let slow_ns = this.slow_threshold_ns.load(Relaxed);
         let debug = this.debug.load(Relaxed);
-        let mut stats = DispatchStats {
-            iterations: 1,
-            ..DispatchStats::default()
-        };
+        let aggregates = this.aggregates.get(py);
+        let aggregating = this.aggregating.load(Relaxed);
+        aggregates.borrow_mut().metrics.iterations += 1;
         let mut outcome = Ok(());
         let mut start = tick();
         while let Some(ready) = batch.pop_front() {
@@ -507,28 +640,61 @@ impl Loop {
             };
             // Bound: released with a plain decref, no check for the GIL.
             let (callback, args) = (callback.into_bound(py), args.into_bound(py));
+            let key = if aggregating {
+                Key::of(&callback)
+            } else {
+                Key::NONE
+            };
+            let resume = match &key.task {
+                Some(task) if aggregates.borrow().top.is_watched(key.id) => {
+                    slow::resume_point(task)
+                }
+                _ => None,
+            };
+            this.probe.enter(start);
             let result = context::call_in_context(py, &cb.context, &callback, &args);
             let end = tick();
+            let watchdog_reported = this.probe.exit();
             let wall_ns = ticks_to_ns(start, end);
+            if watchdog_reported {
+                Self::watchdog_finished(slf, wall_ns);
+            }
             let lag_ns = ticks_to_ns(ready.ready_tick, start) + ready.late_ns;
-            stats.record(wall_ns, lag_ns);
+            let counted = !aggregating || {
+                let mut agg = aggregates.borrow_mut();
+                agg.metrics
+                    .record(ready.kind, wall_ns, lag_ns, result.is_err());
+                agg.top.add(key.id, wall_ns)
+            };
+            if !counted {
+                Self::count_new_callee(aggregates, &key, &callback, wall_ns);
+            }
             let mut resync = false;
-            if let Some(monitor) = &monitor {
+            if wall_ns >= slow_ns {
+                let recorded = Self::record_slow(
+                    this, py, &ready, &callback, &key, resume, start, wall_ns, lag_ns,
+                );
+                resync = true;
+                if let Err(fatal) = recorded {
+                    outcome = Err(fatal);
+                    break;
+                }
+            }
+            if let Some(monitor) = monitor.as_ref().filter(|_| wall_ns >= report_ns) {
                 let count = this.pending_count(batch.len());
+                let started_at = this.loop_time_of(py, start);
                 let reported = this.reporter.report(
                     py,
                     monitor,
                     callback.clone().unbind(),
+                    ready.kind,
                     wall_ns,
                     count,
                     lag_ns,
+                    started_at,
                 );
                 resync = true;
                 if let Err(fatal) = reported {
-                    // Ends the run; the callback's own error, if any, is still counted.
-                    if result.is_err() {
-                        stats.errors += 1;
-                    }
                     outcome = Err(fatal);
                     break;
                 }
@@ -542,7 +708,6 @@ impl Loop {
                 resync = true;
             }
             if let Some((err, source)) = failure {
-                stats.errors += 1;
                 if is_fatal(py, &err) {
                     outcome = Err(err);
                     break;
@@ -555,8 +720,97 @@ impl Loop {
             }
             start = if resync { tick() } else { end };
         }
-        lock(&this.stats).merge(&stats);
         outcome
+    }
+
+    /// The first dispatch of a callable since it was (last) tracked: it gets an entry, named by
+    /// its code object, or by a name computed now for callables without one.
+    fn count_new_callee(
+        aggregates: &RefCell<Aggregates>,
+        key: &Key<'_>,
+        callback: &Bound<'_, PyAny>,
+        wall_ns: u64,
+    ) {
+        let namer = match &key.code {
+            Some(code) => code.clone().unbind(),
+            None => slow::pretty_name(callback),
+        };
+        let evicted = aggregates.borrow_mut().top.insert(key.id, wall_ns, namer);
+        // Released once the aggregates are no longer borrowed.
+        drop(evicted);
+    }
+
+    /// Records a slow dispatch; only KeyboardInterrupt/SystemExit (raised by a logging handler,
+    /// say) come out of it, anything else is not allowed to disturb the loop.
+    #[allow(clippy::too_many_arguments)]
+    fn record_slow(
+        &self,
+        py: Python<'_>,
+        ready: &Ready,
+        callback: &Bound<'_, PyAny>,
+        key: &Key<'_>,
+        resume: Option<Py<PyAny>>,
+        start: u64,
+        wall_ns: u64,
+        lag_ns: u64,
+    ) -> PyResult<()> {
+        let started_at = self.loop_time_of(py, start);
+        let described = slow::describe(
+            py,
+            callback,
+            ready.kind.name(),
+            wall_ns,
+            lag_ns,
+            started_at,
+            resume,
+        );
+        match described {
+            Ok(slow::Described { record, count_name }) => {
+                let dropped = {
+                    let mut agg = self.aggregates.get(py).borrow_mut();
+                    if key.task.is_some() {
+                        agg.top.watch(key.id);
+                    }
+                    agg.slow.push(record, count_name)
+                };
+                drop(dropped);
+                Ok(())
+            }
+            Err(err) if is_fatal(py, &err) => Err(err),
+            Err(err) => {
+                err.write_unraisable(py, Some(callback));
+                Ok(())
+            }
+        }
+    }
+
+    /// A dispatch the watchdog reported has ended: its report gains the final wall time.
+    fn watchdog_finished(slf: &Bound<'_, Self>, wall_ns: u64) {
+        let py = slf.py();
+        let Some(seq) = slf.get().probe.take_reported() else {
+            return;
+        };
+        let finished = slf.getattr(intern!(py, "_watchdog")).and_then(|watch| {
+            if watch.is_none() {
+                return Ok(());
+            }
+            watch.call_method1(intern!(py, "_finished"), (seq, wall_ns as f64 * 1e-9))?;
+            Ok(())
+        });
+        if let Err(err) = finished {
+            err.write_unraisable(py, Some(slf.as_any()));
+        }
+    }
+
+    /// `loop.time()` at which the tick `at` was read.
+    fn loop_time_of(&self, py: Python<'_>, at: u64) -> f64 {
+        let (mono, reference) = self.aggregates.get(py).borrow().time_ref;
+        let ns = if at >= reference {
+            mono + ticks_to_ns(reference, at)
+        } else {
+            mono.saturating_sub(ticks_to_ns(at, reference))
+        };
+        ns as f64 * 1e-9
     }
 
     fn report_exception(
@@ -570,6 +824,9 @@ impl Loop {
         context.set_item("message", format!("Exception in callback {source}"))?;
         context.set_item("exception", err.value(py))?;
         context.set_item("handle", entry.as_any(py))?;
+        if let Some(tb) = &entry.callback().source_traceback {
+            context.set_item("source_traceback", tb)?;
+        }
         slf.call_method1(intern!(py, "call_exception_handler"), (context,))?;
         Ok(())
     }
@@ -583,11 +840,16 @@ impl Loop {
                 .extract()?;
             let seconds = wall_ns as f64 * 1e-9;
             if seconds >= threshold {
+                // asyncio's own formatting: a task step shows as the task ("<Task pending
+                // name='Task-3' coro=<handler() running at app.py:41>>"), not its wrapper.
+                let shown = py
+                    .import(intern!(py, "asyncio.base_events"))?
+                    .call_method1(intern!(py, "_format_handle"), (entry.as_any(py),))?;
                 py.import(intern!(py, "asyncio.log"))?
                     .getattr(intern!(py, "logger"))?
                     .call_method1(
                         intern!(py, "warning"),
-                        ("Executing %s took %.3f seconds", entry.as_any(py), seconds),
+                        ("Executing %s took %.3f seconds", shown, seconds),
                     )?;
             }
             Ok(())
@@ -619,7 +881,15 @@ impl Loop {
             monitor: Mutex::new(None),
             has_monitor: AtomicBool::new(false),
             reporter: Reporter::default(),
-            stats: Mutex::new(DispatchStats::default()),
+            monitor_min_wall_ns: AtomicU64::new(0),
+            slow_threshold_ns: AtomicU64::new(DEFAULT_SLOW_THRESHOLD_NS),
+            aggregates: GILProtected::new(RefCell::new(Aggregates {
+                time_ref: (monotonic_ns(), tick()),
+                ..Aggregates::default()
+            })),
+            probe: Arc::new(Probe::default()),
+            aggregating: AtomicBool::new(true),
+            open_transports: AtomicUsize::new(0),
             signal_fd: AtomicI32::new(-1),
             last_poll_tick: AtomicU64::new(0),
         })
@@ -711,7 +981,7 @@ impl Loop {
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
         Self::check_schedule(slf, &callback, "call_soon", true)?;
-        Self::soon(slf, callback, args, context.as_ref())
+        Self::soon(slf, callback, args, context.as_ref(), Kind::Callback)
     }
 
     #[pyo3(signature = (delay, callback, *args, context=None))]
@@ -805,7 +1075,7 @@ impl Loop {
         Self::check_schedule(slf, &callback, "call_soon_threadsafe", false)?;
         // The ready queue is behind a mutex, so any thread may append to it: the handle keeps
         // its place among call_soon's (FIFO across threads, as asyncio's deque append).
-        let handle = Self::soon(slf, callback, args, context.as_ref())?;
+        let handle = Self::soon(slf, callback, args, context.as_ref(), Kind::Threadsafe)?;
         slf.get().waker.wake();
         Ok(handle)
     }
@@ -919,16 +1189,171 @@ impl Loop {
 
     /// Totals over every dispatch so far, kept natively whether or not a monitor is set.
     fn dispatch_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = *lock(&self.stats);
+        let (m, wall, lag) = {
+            let agg = self.aggregates.get(py).borrow();
+            let (wall, lag) = agg.metrics.overall();
+            (agg.metrics.clone(), wall, lag)
+        };
         let d = PyDict::new(py);
-        d.set_item("dispatches", s.dispatches)?;
-        d.set_item("errors", s.errors)?;
-        d.set_item("iterations", s.iterations)?;
-        d.set_item("busy_time", s.busy_ns as f64 * 1e-9)?;
-        d.set_item("max_wall_time", s.max_wall_ns as f64 * 1e-9)?;
-        d.set_item("total_lag", s.lag_ns as f64 * 1e-9)?;
-        d.set_item("max_lag", s.max_lag_ns as f64 * 1e-9)?;
+        d.set_item("dispatches", m.dispatches())?;
+        d.set_item("errors", m.errors())?;
+        d.set_item("iterations", m.iterations)?;
+        d.set_item("busy_time", wall.sum_ns as f64 * 1e-9)?;
+        d.set_item("max_wall_time", wall.max_ns as f64 * 1e-9)?;
+        d.set_item("total_lag", lag.sum_ns as f64 * 1e-9)?;
+        d.set_item("max_lag", lag.max_ns as f64 * 1e-9)?;
         Ok(d)
+    }
+
+    /// The raw figures `monitored_ioloop.monitoring.LoopSnapshot` is built from, copied in one
+    /// go between two dispatches.
+    fn _monitor_raw<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let (metrics, top, slow, slow_total, slow_counts) = {
+            let agg = self.aggregates.get(py).borrow();
+            let top: Vec<_> = agg
+                .top
+                .entries()
+                .map(|e| (e.namer.clone_ref(py), e.count, e.busy_ns, e.max_ns))
+                .collect();
+            let slow: Vec<_> = agg.slow.records.iter().map(|r| r.clone_ref(py)).collect();
+            (
+                agg.metrics.clone(),
+                top,
+                slow,
+                agg.slow.total,
+                agg.slow.counts.clone(),
+            )
+        };
+        let (pending_handles, pending_timers) = {
+            let core = lock(&self.core);
+            (
+                core.ready
+                    .len()
+                    .saturating_sub(self.counts.ready.load(Relaxed)),
+                core.timers
+                    .len()
+                    .saturating_sub(self.counts.timers.load(Relaxed)),
+            )
+        };
+        let io_watchers = lock(&self.uv).as_ref().map_or(0, |uv| uv.watchers.len());
+        let d = PyDict::new(py);
+        d.set_item("timestamp", self.time())?;
+        d.set_item("iterations", metrics.iterations)?;
+        d.set_item("idle_ns", metrics.idle_ns)?;
+        let kinds = PyList::empty(py);
+        for kind in Kind::ALL {
+            let k = &metrics.kinds[kind as usize];
+            kinds.append((
+                kind.name(),
+                k.dispatches,
+                k.errors,
+                histogram_raw(py, &k.wall),
+                histogram_raw(py, &k.lag),
+            ))?;
+        }
+        d.set_item("kinds", kinds)?;
+        d.set_item("top", top)?;
+        d.set_item("slow", slow)?;
+        d.set_item("slow_total", slow_total)?;
+        d.set_item("slow_counts", slow_counts)?;
+        d.set_item("slow_threshold", self.slow_callback_threshold())?;
+        d.set_item("pending_handles", pending_handles)?;
+        d.set_item("pending_timers", pending_timers)?;
+        d.set_item("io_watchers", io_watchers)?;
+        d.set_item("open_transports", self.open_transports.load(Relaxed))?;
+        Ok(d)
+    }
+
+    /// Seconds at or over which a dispatch is recorded as a slow callback (None: never).
+    #[getter]
+    fn slow_callback_threshold(&self) -> Option<f64> {
+        match self.slow_threshold_ns.load(Relaxed) {
+            u64::MAX => None,
+            ns => Some(ns as f64 * 1e-9),
+        }
+    }
+
+    #[setter]
+    fn set_slow_callback_threshold(&self, seconds: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let ns = match seconds {
+            None => u64::MAX,
+            Some(s) if s.is_none() => u64::MAX,
+            Some(s) => duration_ns(s, "slow_callback_threshold")?,
+        };
+        self.slow_threshold_ns.store(ns, Relaxed);
+        Ok(())
+    }
+
+    /// How many slow callbacks are kept (the oldest are dropped first).
+    #[getter]
+    fn slow_callback_capacity(&self, py: Python<'_>) -> usize {
+        self.aggregates.get(py).borrow().slow.capacity
+    }
+
+    #[setter]
+    fn set_slow_callback_capacity(
+        &self,
+        py: Python<'_>,
+        capacity: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let capacity = positive_count(capacity, "slow_callback_capacity")?;
+        let dropped = self.aggregates.get(py).borrow_mut().slow.resize(capacity);
+        drop(dropped);
+        Ok(())
+    }
+
+    /// Dispatches shorter than this many seconds are not reported to the monitor callback
+    /// (0: every dispatch is).
+    #[getter]
+    fn monitor_min_wall_time(&self) -> f64 {
+        self.monitor_min_wall_ns.load(Relaxed) as f64 * 1e-9
+    }
+
+    #[setter]
+    fn set_monitor_min_wall_time(&self, seconds: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let ns = match seconds {
+            None => 0,
+            Some(s) if s.is_none() => 0,
+            Some(s) => duration_ns(s, "monitor_min_wall_time")?,
+        };
+        self.monitor_min_wall_ns.store(ns, Relaxed);
+        Ok(())
+    }
+
+    /// Has the process's watchdog watch this loop's dispatches; returns the watch's id.
+    fn _watchdog_watch(&self, threshold: f64) -> PyResult<u64> {
+        watchdog::watch(self.probe.clone(), threshold)
+    }
+
+    fn _watchdog_unwatch(&self, watch_id: u64) {
+        watchdog::unwatch(watch_id);
+    }
+
+    /// The number of the dispatch running now (0 between dispatches).
+    fn _running_dispatch(&self) -> u64 {
+        self.probe.running().map_or(0, |(seq, _)| seq)
+    }
+
+    /// `loop.time()` at which a tick (as the watchdog reports them) was read.
+    fn _loop_time_of_tick(&self, py: Python<'_>, at: u64) -> f64 {
+        self.loop_time_of(py, at)
+    }
+
+    /// Turns the always-on aggregates off (or back on): only for measuring what they cost.
+    fn _set_aggregating(&self, enabled: bool) {
+        self.aggregating.store(enabled, Relaxed);
+    }
+
+    /// Queues a handler added with `add_signal_handler` (counted as a "signal" dispatch).
+    #[pyo3(signature = (callback, *args, context=None))]
+    fn _call_signal_handler(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        slf.get().check_closed()?;
+        Self::soon(slf, callback, args, context.as_ref(), Kind::Signal)
     }
 
     /// The descriptor Python's `signal.set_wakeup_fd` writes to, watched while waiting (-1: none).

@@ -52,6 +52,8 @@ impl Parts {
 pub struct Callback {
     parts: Mutex<Option<Parts>>,
     pub context: Py<PyAny>,
+    /// Debug mode only: where the handle was created (asyncio's `_source_traceback`).
+    pub source_traceback: Option<Py<PyAny>>,
     cancelled: AtomicBool,
     queued: AtomicBool,
     counts: Arc<CancelCounts>,
@@ -67,6 +69,7 @@ impl Callback {
         Callback {
             parts: Mutex::new(Some(Parts { callback, args })),
             context,
+            source_traceback: None,
             cancelled: AtomicBool::new(false),
             queued: AtomicBool::new(false),
             counts,
@@ -107,6 +110,7 @@ impl Callback {
                 visit.call(&parts.args)?;
             }
         }
+        visit.call(&self.source_traceback)?;
         visit.call(&self.context)
     }
 
@@ -132,9 +136,33 @@ impl Callback {
     }
 
     fn describe(&self, py: Python<'_>) -> String {
-        self.parts(py)
+        let mut described = self
+            .parts(py)
             .map(|p| format_callback(py, &p.callback, &p.args))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if let Some(created) = self.created_at(py) {
+            described.push_str(" created at ");
+            described.push_str(&created);
+        }
+        described
+    }
+
+    /// `file:line` of the innermost frame of the source traceback (debug mode), as asyncio's
+    /// handle reprs show it.
+    fn created_at(&self, py: Python<'_>) -> Option<String> {
+        let tb = self.source_traceback.as_ref()?.bind(py);
+        let last = tb.get_item(-1).ok()?;
+        let (file, line): (String, i64) = (
+            last.get_item(0).ok()?.extract().ok()?,
+            last.get_item(1).ok()?.extract().ok()?,
+        );
+        Some(format!("{file}:{line}"))
+    }
+
+    fn source_traceback_obj(&self, py: Python<'_>) -> Py<PyAny> {
+        self.source_traceback
+            .as_ref()
+            .map_or_else(|| py.None(), |tb| tb.clone_ref(py))
     }
 }
 
@@ -198,6 +226,11 @@ impl Handle {
         self.inner.is_cancelled()
     }
 
+    #[getter]
+    fn _source_traceback(&self, py: Python<'_>) -> Py<PyAny> {
+        self.inner.source_traceback_obj(py)
+    }
+
     fn __repr__(&self, py: Python<'_>) -> String {
         let state = if self.inner.is_cancelled() {
             " cancelled"
@@ -256,6 +289,11 @@ impl TimerHandle {
     #[getter]
     fn _cancelled(&self) -> bool {
         self.inner.is_cancelled()
+    }
+
+    #[getter]
+    fn _source_traceback(&self, py: Python<'_>) -> Py<PyAny> {
+        self.inner.source_traceback_obj(py)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {

@@ -150,6 +150,11 @@ impl Watchers {
         })
     }
 
+    /// Descriptors watched now.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
     pub fn traverse(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         for w in self.map.values() {
             visit.call(&w.reader)?;

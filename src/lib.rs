@@ -19,7 +19,17 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<transport::StreamCore>()?;
     m.add_class::<monitoring::IoLoopMonitorState>()?;
+    m.add("HISTOGRAM_SUB_BITS", monitoring::HISTOGRAM_SUB_BITS)?;
+    m.add_function(wrap_pyfunction!(event_loop::_histogram_of, m)?)?;
     m.add_function(wrap_pyfunction!(loadgen::echo_load, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        monitoring::watchdog::_watchdog_next_job,
+        m
+    )?)?;
+    m.add_function(wrap_pyfunction!(
+        monitoring::watchdog::_watchdog_shutdown,
+        m
+    )?)?;
     m.add_function(wrap_pyfunction!(loadgen::http_load, m)?)?;
     Ok(())
 }

@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
@@ -72,6 +73,14 @@ pub struct StreamCore {
     transport: Py<PyAny>,
     fd: i32,
     state: Mutex<State>,
+    /// Counted in the loop's open transports until detached (or dropped).
+    counted: AtomicBool,
+}
+
+impl Drop for StreamCore {
+    fn drop(&mut self) {
+        self.uncount();
+    }
 }
 
 // Once the socket is closed the descriptor number may belong to another socket: `_detach`
@@ -86,6 +95,12 @@ fn would_block(err: &io::Error) -> bool {
 }
 
 impl StreamCore {
+    fn uncount(&self) {
+        if self.counted.swap(false, Relaxed) {
+            self.event_loop.get().transport_closed();
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -128,6 +143,7 @@ impl StreamCore {
     ) -> PyResult<Self> {
         let event_loop = event_loop.downcast::<Loop>()?.clone().unbind();
         let fd: i32 = sock.call_method0(intern!(sock.py(), "fileno"))?.extract()?;
+        event_loop.get().transport_opened();
         Ok(StreamCore {
             event_loop,
             transport: transport.unbind(),
@@ -149,6 +165,7 @@ impl StreamCore {
                 sent: 0,
                 empty_waiter: None,
             }),
+            counted: AtomicBool::new(true),
         })
     }
 
@@ -454,6 +471,7 @@ impl StreamCore {
 
     /// Called just before the socket is closed: from now on writes are only counted.
     fn _detach(&self) {
+        self.uncount();
         let mut state = self.state();
         state.conn_lost = state.conn_lost.max(1);
         state.closing = true;

@@ -420,32 +420,40 @@ def test_monitor_state_is_constructed_with_keywords() -> None:
     assert state == IoLoopMonitorState(0.5, "handler", 3, 0.25)
 
 
-def test_monitor_state_fields_are_in_the_original_order() -> None:
+ORIGINAL_FIELDS = ["callback_wall_time", "callback_pretty_name", "loop_handles_count", "loop_lag"]
+ADDED_FIELDS = ["kind", "task_name", "started_at"]
+
+
+def test_monitor_state_fields_keep_the_original_four_first() -> None:
     names = [f.name for f in dataclasses.fields(IoLoopMonitorState)]
-    assert names == ["callback_wall_time", "callback_pretty_name", "loop_handles_count", "loop_lag"]
+    assert names == ORIGINAL_FIELDS + ADDED_FIELDS
 
 
-def test_monitor_state_asdict_gives_the_four_fields() -> None:
+def test_monitor_state_asdict_gives_the_fields_with_defaults_for_the_new_ones() -> None:
     state = IoLoopMonitorState(0.5, "handler", 3, 0.25)
     assert dataclasses.asdict(state) == {
         "callback_wall_time": 0.5,
         "callback_pretty_name": "handler",
         "loop_handles_count": 3,
         "loop_lag": 0.25,
+        "kind": "callback",
+        "task_name": None,
+        "started_at": 0.0,
     }
+
+
+def test_monitor_state_takes_the_new_fields_by_keyword() -> None:
+    state = IoLoopMonitorState(0.5, "h", 3, 0.25, kind="timer", task_name="t", started_at=2.0)
+    assert (state.kind, state.task_name, state.started_at) == ("timer", "t", 2.0)
 
 
 def test_monitor_state_from_the_loop_works_with_asdict(monitored: Loop, reports: Reports) -> None:
     monitored.call_soon(monitored.stop)
     monitored.run_forever()
     as_dict = dataclasses.asdict(reports[0])
-    assert list(as_dict) == [
-        "callback_wall_time",
-        "callback_pretty_name",
-        "loop_handles_count",
-        "loop_lag",
-    ]
+    assert list(as_dict) == ORIGINAL_FIELDS + ADDED_FIELDS
     assert as_dict["callback_pretty_name"].endswith("stop")
+    assert as_dict["kind"] == "callback"
 
 
 def test_monitor_state_is_a_dataclass() -> None:
@@ -461,18 +469,13 @@ def test_monitor_state_repr_shows_the_fields() -> None:
     text = repr(IoLoopMonitorState(0.5, "handler", 3, 0.25))
     assert text == (
         "IoLoopMonitorState(callback_wall_time=0.5, callback_pretty_name='handler', "
-        "loop_handles_count=3, loop_lag=0.25)"
+        "loop_handles_count=3, loop_lag=0.25, kind='callback', task_name=None, started_at=0.0)"
     )
 
 
 def test_monitor_state_matches_by_position_in_field_order() -> None:
     # What a `case IoLoopMonitorState(wall, name, count, lag)` pattern uses (3.10+ syntax).
-    assert IoLoopMonitorState.__match_args__ == (
-        "callback_wall_time",
-        "callback_pretty_name",
-        "loop_handles_count",
-        "loop_lag",
-    )
+    assert list(IoLoopMonitorState.__match_args__) == ORIGINAL_FIELDS + ADDED_FIELDS
 
 
 # -- dispatch_stats -----------------------------------------------------------------------------

@@ -16,11 +16,18 @@ _TRANSPORT_METHODS = {
 }
 
 
-def _task_of(callback: Any) -> Any:
+def task_of(callback: Any) -> Any:
+    """The task whose step ``callback`` is, else None."""
     owner = getattr(callback, "__self__", None)
     if isinstance(owner, asyncio.Future) and hasattr(owner, "get_coro"):
         return owner
     return None
+
+
+def task_name(callback: Any) -> Optional[str]:
+    """The name of the task whose step ``callback`` is, else None."""
+    task = task_of(callback)
+    return None if task is None else str(task.get_name())
 
 
 def _protocol_method(callback: Any) -> Optional[str]:
@@ -46,9 +53,11 @@ def callback_pretty_name(callback: Any) -> str:
     """``Class.method`` or a function's qualified name; for a task step
     ``"<task name> (<coroutine qualname>)"``, e.g. ``"Task-3 (fetch_user)"``; for a transport's
     read ``"<Protocol>.data_received"``."""
-    task = _task_of(callback)
+    task = task_of(callback)
     if task is not None:
         coro = task.get_coro()
+        if coro is None:
+            return str(task.get_name())
         qualname = getattr(coro, "__qualname__", None) or type(coro).__qualname__
         return f"{task.get_name()} ({qualname})"
     protocol_method = _protocol_method(callback)

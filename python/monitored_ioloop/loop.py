@@ -24,10 +24,15 @@ from contextvars import Context, copy_context
 from typing import Any, Callable, Optional
 
 from monitored_ioloop import _native
-from monitored_ioloop.monitoring import MonitorCallback
+from monitored_ioloop.monitoring import LoopSnapshot, MonitorCallback, WatchdogReport
 from monitored_ioloop.transports import SocketTransport
 
-__all__ = ["Loop"]
+__all__ = ["DEFAULT_SLOW_CALLBACK_CAPACITY", "DEFAULT_SLOW_CALLBACK_THRESHOLD", "Loop"]
+
+#: Seconds at or over which a dispatch is recorded as a slow callback, unless told otherwise.
+DEFAULT_SLOW_CALLBACK_THRESHOLD = 0.1
+#: Slow callbacks kept (the oldest are dropped first).
+DEFAULT_SLOW_CALLBACK_CAPACITY = 256
 
 
 _STREAM_FAMILIES = tuple(
@@ -92,8 +97,17 @@ class _NativeSelector(selectors.BaseSelector):
 class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
     """An asyncio event loop on libuv, with every callback timed natively.
 
-    ``monitor_callback``, when given, is called after every dispatch with an
-    :class:`~monitored_ioloop.monitoring.IoLoopMonitorState`.
+    Every dispatch feeds the native aggregates (``monitor_snapshot()``); the options say what
+    else happens:
+
+    - ``monitor_callback``: called with an :class:`~monitored_ioloop.monitoring.IoLoopMonitorState`
+      after each dispatch that took at least ``monitor_min_wall_time`` seconds (default: all).
+    - ``slow_callback_threshold``: dispatches at least this long (seconds; None: off) are kept
+      in a ring of ``slow_callback_capacity`` records and logged on
+      ``monitored_ioloop.slow_callbacks``.
+    - ``watchdog_threshold``: a native thread reports, with the loop thread's stack, any
+      dispatch still running after this many seconds (logged on ``monitored_ioloop.watchdog``
+      and passed to ``watchdog_callback``).
     """
 
     # mypy reads BaseEventLoop's private helpers from typeshed, which leaves them out.
@@ -106,7 +120,25 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
     _closed: bool
     _debug: bool
 
-    def __init__(self, monitor_callback: Optional[MonitorCallback] = None) -> None:
+    def __init__(
+        self,
+        monitor_callback: Optional[MonitorCallback] = None,
+        *,
+        monitor_min_wall_time: Optional[float] = None,
+        slow_callback_threshold: Optional[float] = DEFAULT_SLOW_CALLBACK_THRESHOLD,
+        slow_callback_capacity: int = DEFAULT_SLOW_CALLBACK_CAPACITY,
+        watchdog_threshold: Optional[float] = None,
+        watchdog_callback: Optional[Callable[[WatchdogReport], object]] = None,
+    ) -> None:
+        # Options first: a bad value raises before anything is set up (and `__del__` then
+        # only releases the native core).
+        self.monitor_min_wall_time = monitor_min_wall_time
+        self.slow_callback_threshold = slow_callback_threshold
+        self.slow_callback_capacity = slow_callback_capacity
+        if watchdog_threshold is not None or watchdog_callback is not None:
+            from monitored_ioloop import _watchdog
+
+            _watchdog.check_options(watchdog_threshold, watchdog_callback)
         selector = _NativeSelector()
         asyncio.SelectorEventLoop.__init__(self, selector)
         selector._loop = weakref.ref(self)
@@ -117,6 +149,38 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         self._running_on_main = False
         if monitor_callback is not None:
             self.set_monitor_callback(monitor_callback)
+        self._watchdog: Optional[Any] = None
+        if watchdog_threshold is not None or watchdog_callback is not None:
+            self.set_watchdog(watchdog_threshold, watchdog_callback)
+
+    # -- monitoring -----------------------------------------------------------------------------
+
+    def monitor_snapshot(self) -> LoopSnapshot:
+        """The loop's figures now (see :class:`~monitored_ioloop.monitoring.LoopSnapshot`):
+        consistent (taken between two dispatches), safe from any thread, and on a closed loop
+        the final figures."""
+        raw = self._monitor_raw()
+        watchdog = self._watchdog
+        if watchdog is None:
+            return LoopSnapshot._from_raw(raw)
+        reports, total = watchdog.reports()
+        return LoopSnapshot._from_raw(raw, reports, total)
+
+    def set_watchdog(
+        self,
+        threshold: Optional[float],
+        callback: Optional[Callable[[WatchdogReport], object]] = None,
+    ) -> None:
+        """Watches for dispatches running longer than ``threshold`` seconds (None: stop)."""
+        from monitored_ioloop import _watchdog
+
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
+        if threshold is not None:
+            self._watchdog = _watchdog.LoopWatch.start(self, threshold, callback)
+        elif callback is not None:
+            raise ValueError("watchdog_callback needs a watchdog_threshold")
 
     # -- asyncio's self-pipe: the native loop has its own wake-up --------------------------------
 
@@ -263,6 +327,8 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             raise RuntimeError("Cannot close a running event loop")
         if self.is_closed():
             return
+        if self._watchdog is not None:
+            self._watchdog.stop()
         self._close_native()
         self._closed = True
         # As asyncio's selector loop: transports' reprs then say "open" rather than ask.
@@ -342,7 +408,7 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         entry = self._signal_handlers.get(signum)
         if entry is not None:
             callback, args, context = entry
-            self.call_soon(callback, *args, context=context)
+            self._call_signal_handler(callback, *args, context=context)
 
     def _check_signal(self, sig: int) -> None:
         if not isinstance(sig, int):
@@ -389,6 +455,10 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         return True
 
     def __del__(self, _warn: Any = warnings.warn) -> None:
+        if not hasattr(self, "_watchdog"):
+            # __init__ refused its arguments: nothing of asyncio's was set up.
+            self._close_native()
+            return
         if not self.is_closed():
             _warn(f"unclosed event loop {self!r}", ResourceWarning, source=self)
             if not sys.is_finalizing():

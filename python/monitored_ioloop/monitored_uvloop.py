@@ -8,9 +8,13 @@ import sys
 from typing import Any, Callable, Coroutine, Optional, TypeVar
 
 from monitored_ioloop import config
-from monitored_ioloop.loop import Loop
+from monitored_ioloop.loop import (
+    DEFAULT_SLOW_CALLBACK_CAPACITY,
+    DEFAULT_SLOW_CALLBACK_THRESHOLD,
+    Loop,
+)
 from monitored_ioloop.monitored_ioloop_base import BaseMonitoredEventLoopPolicy
-from monitored_ioloop.monitoring import IoLoopMonitorState, MonitorCallback
+from monitored_ioloop.monitoring import IoLoopMonitorState, MonitorCallback, WatchdogReport
 
 __all__ = [
     "EventLoopPolicy",
@@ -25,25 +29,49 @@ __all__ = [
 
 _T = TypeVar("_T")
 
+WatchdogCallback = Callable[[WatchdogReport], object]
+
 
 class MonitoredUvloopEventLoop(Loop):
-    """The native loop; ``monitor_callback`` is called after every dispatch."""
+    """The native loop; ``monitor_callback`` is called after every dispatch (or those of at
+    least ``monitor_min_wall_time``); the other keyword options are
+    :class:`~monitored_ioloop.loop.Loop`'s."""
 
     def __init__(
-        self, monitor_callback: Optional[MonitorCallback] = None, *args: Any, **kwargs: Any
+        self,
+        monitor_callback: Optional[MonitorCallback] = None,
+        *args: Any,
+        monitor_min_wall_time: Optional[float] = None,
+        slow_callback_threshold: Optional[float] = DEFAULT_SLOW_CALLBACK_THRESHOLD,
+        slow_callback_capacity: int = DEFAULT_SLOW_CALLBACK_CAPACITY,
+        watchdog_threshold: Optional[float] = None,
+        watchdog_callback: Optional[WatchdogCallback] = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(monitor_callback)
+        super().__init__(
+            monitor_callback,
+            monitor_min_wall_time=monitor_min_wall_time,
+            slow_callback_threshold=slow_callback_threshold,
+            slow_callback_capacity=slow_callback_capacity,
+            watchdog_threshold=watchdog_threshold,
+            watchdog_callback=watchdog_callback,
+        )
 
 
 class MonitoredUvloopEventLoopPolicy(BaseMonitoredEventLoopPolicy):
     """``asyncio.set_event_loop_policy(MonitoredUvloopEventLoopPolicy(cb))`` then
-    ``asyncio.run(main())``."""
+    ``asyncio.run(main())``; keyword options as for :class:`MonitoredUvloopEventLoop`."""
 
-    def __init__(self, monitor_callback: Optional[MonitorCallback] = None) -> None:
+    def __init__(
+        self, monitor_callback: Optional[MonitorCallback] = None, **options: Any
+    ) -> None:
         super().__init__(monitor_callback)  # type: ignore[arg-type]
+        # Checked now, not at the first new_event_loop(): a bad value is the caller's mistake.
+        MonitoredUvloopEventLoop(None, **options).close()
+        self._options = options
 
     def _loop_factory(self) -> MonitoredUvloopEventLoop:
-        return MonitoredUvloopEventLoop(self._monitor_callback)
+        return MonitoredUvloopEventLoop(self._monitor_callback, **self._options)
 
 
 EventLoopPolicy = MonitoredUvloopEventLoopPolicy
@@ -51,11 +79,25 @@ EventLoopPolicy = MonitoredUvloopEventLoopPolicy
 
 def monitored_uvloop_loop_factory(
     monitor_callback: Optional[MonitorCallback] = None,
+    *,
+    monitor_min_wall_time: Optional[float] = None,
+    slow_callback_threshold: Optional[float] = DEFAULT_SLOW_CALLBACK_THRESHOLD,
+    slow_callback_capacity: int = DEFAULT_SLOW_CALLBACK_CAPACITY,
+    watchdog_threshold: Optional[float] = None,
+    watchdog_callback: Optional[WatchdogCallback] = None,
 ) -> Callable[[], MonitoredUvloopEventLoop]:
-    """A ``loop_factory`` for ``asyncio.run``/``asyncio.Runner``."""
+    """A ``loop_factory`` for ``asyncio.run``/``asyncio.Runner``; the options are checked now."""
+    options: dict[str, Any] = dict(
+        monitor_min_wall_time=monitor_min_wall_time,
+        slow_callback_threshold=slow_callback_threshold,
+        slow_callback_capacity=slow_callback_capacity,
+        watchdog_threshold=watchdog_threshold,
+        watchdog_callback=watchdog_callback,
+    )
+    MonitoredUvloopEventLoop(None, **options).close()
 
     def factory() -> MonitoredUvloopEventLoop:
-        return MonitoredUvloopEventLoop(monitor_callback)
+        return MonitoredUvloopEventLoop(monitor_callback, **options)
 
     return factory
 
@@ -74,9 +116,10 @@ def run(
     *,
     monitor_callback: Optional[MonitorCallback] = None,
     debug: Optional[bool] = None,
+    **options: Any,
 ) -> _T:
-    """``asyncio.run`` on the native loop."""
-    factory = monitored_uvloop_loop_factory(monitor_callback)
+    """``asyncio.run`` on the native loop; ``options`` are the loop's keyword options."""
+    factory = monitored_uvloop_loop_factory(monitor_callback, **options)
     if sys.version_info >= (3, 11):
         with asyncio.Runner(loop_factory=factory, debug=debug) as runner:
             return runner.run(main)

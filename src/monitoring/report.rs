@@ -7,6 +7,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 
 use super::clock::monotonic_ns;
+use super::metrics::Kind;
 use super::state::IoLoopMonitorState;
 use crate::context::is_fatal;
 
@@ -21,20 +22,26 @@ pub struct Reporter {
 impl Reporter {
     /// Calls `monitor(state)`; whatever the monitor does, the loop goes on, except for
     /// KeyboardInterrupt and SystemExit, which are returned to end the run as anywhere else.
+    #[allow(clippy::too_many_arguments)]
     pub fn report(
         &self,
         py: Python<'_>,
         monitor: &Py<PyAny>,
         callback: Py<PyAny>,
+        kind: Kind,
         wall_ns: u64,
         handles_count: usize,
         lag_ns: u64,
+        started_at: f64,
     ) -> PyResult<()> {
         let state = IoLoopMonitorState::for_dispatch(
+            py,
             callback,
+            kind,
             wall_ns as f64 * 1e-9,
             handles_count,
             lag_ns as f64 * 1e-9,
+            started_at,
         );
         let outcome = Py::new(py, state).and_then(|s| monitor.bind(py).call1((s,)).map(drop));
         match outcome {

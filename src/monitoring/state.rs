@@ -1,38 +1,85 @@
-//! `IoLoopMonitorState`: what a monitor callback receives after each dispatch. It keeps the
-//! original package's four dataclass fields; the callback's pretty name is only computed when
-//! someone reads it, so a monitor that ignores names pays nothing for them.
+//! `IoLoopMonitorState`: what a monitor callback receives after each dispatch. The original
+//! package's four dataclass fields come first, then `kind`, `task_name` and `started_at`; the
+//! callback's pretty name and task name are only computed when someone reads them, so a monitor
+//! that ignores names pays nothing for them.
 
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyString, PyTuple};
 use pyo3::{intern, IntoPyObjectExt, PyTraverseError, PyVisit};
 
+use super::metrics::Kind;
+
 #[pyclass(module = "monitored_ioloop.monitoring", frozen, weakref, freelist = 16)]
 pub struct IoLoopMonitorState {
     wall_time: f64,
     handles_count: usize,
     lag: f64,
-    /// The callback that ran, until its name has been computed.
+    kind: Py<PyString>,
+    started_at: f64,
+    /// The callback that ran, until its names have been computed.
     callback: Option<Py<PyAny>>,
     name: GILOnceCell<Py<PyString>>,
+    task_name: GILOnceCell<Py<PyAny>>,
 }
 
 static PRETTY_NAME: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+static TASK_NAME: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+
+fn names_function(
+    py: Python<'_>,
+    cell: &'static GILOnceCell<Py<PyAny>>,
+    name: &str,
+) -> PyResult<Py<PyAny>> {
+    cell.get_or_try_init(py, || {
+        py.import(intern!(py, "monitored_ioloop._names"))?
+            .getattr(name)
+            .map(Bound::unbind)
+    })
+    .map(|f| f.clone_ref(py))
+}
+
+pub fn kind_name(py: Python<'_>, kind: Kind) -> Py<PyString> {
+    let name = match kind {
+        Kind::Callback => intern!(py, "callback"),
+        Kind::Timer => intern!(py, "timer"),
+        Kind::Io => intern!(py, "io"),
+        Kind::Threadsafe => intern!(py, "threadsafe"),
+        Kind::Signal => intern!(py, "signal"),
+    };
+    name.clone().unbind()
+}
 
 impl IoLoopMonitorState {
     pub fn for_dispatch(
+        py: Python<'_>,
         callback: Py<PyAny>,
+        kind: Kind,
         wall_time: f64,
         handles_count: usize,
         lag: f64,
+        started_at: f64,
     ) -> Self {
         IoLoopMonitorState {
             wall_time,
             handles_count,
             lag,
+            kind: kind_name(py, kind),
+            started_at,
             callback: Some(callback),
             name: GILOnceCell::new(),
+            task_name: GILOnceCell::new(),
         }
+    }
+
+    fn task_name_of(&self, py: Python<'_>) -> PyResult<&Py<PyAny>> {
+        self.task_name.get_or_try_init(py, || match &self.callback {
+            None => Ok(py.None()),
+            Some(callback) => names_function(py, &TASK_NAME, "task_name")?
+                .bind(py)
+                .call1((callback.bind(py),))
+                .map(Bound::unbind),
+        })
     }
 
     fn pretty_name(&self, py: Python<'_>) -> PyResult<&Py<PyString>> {
@@ -40,11 +87,7 @@ impl IoLoopMonitorState {
             let Some(callback) = &self.callback else {
                 return Ok(PyString::new(py, "").unbind());
             };
-            let namer = PRETTY_NAME.get_or_try_init(py, || {
-                py.import(intern!(py, "monitored_ioloop._names"))?
-                    .getattr(intern!(py, "callback_pretty_name"))
-                    .map(Bound::unbind)
-            })?;
+            let namer = names_function(py, &PRETTY_NAME, "callback_pretty_name")?;
             Ok(namer
                 .bind(py)
                 .call1((callback.bind(py),))?
@@ -57,26 +100,47 @@ impl IoLoopMonitorState {
 #[pymethods]
 impl IoLoopMonitorState {
     #[new]
-    #[pyo3(signature = (callback_wall_time, callback_pretty_name, loop_handles_count, loop_lag))]
+    #[pyo3(signature = (
+        callback_wall_time,
+        callback_pretty_name,
+        loop_handles_count,
+        loop_lag,
+        kind = None,
+        task_name = None,
+        started_at = 0.0,
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         callback_wall_time: f64,
         callback_pretty_name: Bound<'_, PyString>,
         loop_handles_count: usize,
         loop_lag: f64,
+        kind: Option<Bound<'_, PyString>>,
+        task_name: Option<Bound<'_, PyString>>,
+        started_at: f64,
     ) -> Self {
         let name = GILOnceCell::new();
         let _ = name.set(py, callback_pretty_name.unbind());
+        let task = GILOnceCell::new();
+        let _ = task.set(
+            py,
+            task_name.map_or_else(|| py.None(), |t| t.into_any().unbind()),
+        );
         IoLoopMonitorState {
             wall_time: callback_wall_time,
             handles_count: loop_handles_count,
             lag: loop_lag,
+            kind: kind.map_or_else(|| kind_name(py, Kind::Callback), Bound::unbind),
+            started_at,
             callback: None,
             name,
+            task_name: task,
         }
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        // The names are strings (or None): they cannot take part in a cycle.
         visit.call(&self.callback)
     }
 
@@ -105,6 +169,24 @@ impl IoLoopMonitorState {
         self.lag
     }
 
+    /// What made the callback runnable: "callback", "timer", "io", "threadsafe" or "signal".
+    #[getter]
+    fn kind(&self, py: Python<'_>) -> Py<PyString> {
+        self.kind.clone_ref(py)
+    }
+
+    /// The name of the task a task step belongs to, else None.
+    #[getter]
+    fn task_name(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.task_name_of(py).map(|n| n.clone_ref(py))
+    }
+
+    /// When the callback started, on the `loop.time()` clock.
+    #[getter]
+    fn started_at(&self) -> f64 {
+        self.started_at
+    }
+
     #[classattr]
     fn __match_args__(py: Python<'_>) -> PyResult<Py<PyTuple>> {
         Ok(PyTuple::new(
@@ -114,6 +196,9 @@ impl IoLoopMonitorState {
                 "callback_pretty_name",
                 "loop_handles_count",
                 "loop_lag",
+                "kind",
+                "task_name",
+                "started_at",
             ],
         )?
         .unbind())
@@ -122,11 +207,14 @@ impl IoLoopMonitorState {
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let name = self.pretty_name(py)?.bind(py).repr()?;
         Ok(format!(
-            "IoLoopMonitorState(callback_wall_time={}, callback_pretty_name={}, loop_handles_count={}, loop_lag={})",
+            "IoLoopMonitorState(callback_wall_time={}, callback_pretty_name={}, loop_handles_count={}, loop_lag={}, kind={}, task_name={}, started_at={})",
             self.wall_time.into_bound_py_any(py)?.repr()?,
             name,
             self.handles_count,
             self.lag.into_bound_py_any(py)?.repr()?,
+            self.kind.bind(py).repr()?,
+            self.task_name_of(py)?.bind(py).repr()?,
+            self.started_at.into_bound_py_any(py)?.repr()?,
         ))
     }
 
@@ -138,6 +226,12 @@ impl IoLoopMonitorState {
         let same = self.wall_time == other.wall_time
             && self.handles_count == other.handles_count
             && self.lag == other.lag
+            && self.started_at == other.started_at
+            && self.kind.bind(py).as_any().eq(other.kind.bind(py))?
+            && self
+                .task_name_of(py)?
+                .bind(py)
+                .eq(other.task_name_of(py)?.bind(py))?
             && self
                 .pretty_name(py)?
                 .bind(py)

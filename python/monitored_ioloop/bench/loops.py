@@ -43,13 +43,41 @@ def _native_monitored() -> asyncio.AbstractEventLoop:
     return Loop(monitor_callback=_trivial_monitor)
 
 
+def _native_bare() -> asyncio.AbstractEventLoop:
+    """The native loop with its always-on aggregates switched off: what they cost."""
+    from monitored_ioloop.loop import Loop
+
+    loop = Loop()
+    loop._set_aggregating(False)
+    return loop
+
+
+def _native_min_wall() -> asyncio.AbstractEventLoop:
+    """A monitor callback called only for dispatches of 10 ms or more (none, here)."""
+    from monitored_ioloop.loop import Loop
+
+    return Loop(monitor_callback=_trivial_monitor, monitor_min_wall_time=0.01)
+
+
+def _native_watchdog() -> asyncio.AbstractEventLoop:
+    from monitored_ioloop.loop import Loop
+
+    return Loop(watchdog_threshold=0.5)
+
+
 LOOPS: Dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": _asyncio,
     "monitored-asyncio": _monitored_asyncio,
     "uvloop": _uvloop,
     "native": _native,
     "native+monitor": _native_monitored,
+    "native-bare": _native_bare,
+    "native+min-wall": _native_min_wall,
+    "native+watchdog": _native_watchdog,
 }
+
+#: The loops of the "monitoring cost" table, each compared with the plain native loop.
+COST_LOOPS = ("native-bare", "native+min-wall", "native+watchdog", "native+monitor")
 
 
 def available_loops() -> list[str]:

@@ -16,11 +16,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Optional
 
-from monitoring_fake import LOOP_FACTORY, REAL
-
 LOCALHOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TESTS_DIR = Path(__file__).resolve().parent
+LOOP_FACTORY = "monitored_ioloop.monitored_uvloop:new_event_loop"
 
 
 def free_port(count: int = 1) -> int:
@@ -42,8 +41,8 @@ def free_port(count: int = 1) -> int:
 
 
 def env_with(**extra: str) -> dict[str, str]:
-    """The environment for a child: the tests folder importable (the stand-in loop), plus
-    ``extra``."""
+    """The environment for a child: no ``MONITORED_IOLOOP_*`` from ours, the tests folder and
+    the repository importable (test apps, examples), plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MONITORED_IOLOOP_")}
     paths = [str(TESTS_DIR), str(REPO_ROOT)]
     if env.get("PYTHONPATH"):
@@ -114,5 +113,5 @@ def start_uvicorn(app: str, log_path: Path, env: dict[str, str], workers: int = 
     return server
 
 
-__all__ = ["LOOP_FACTORY", "REAL", "env_with", "free_port", "http_get", "start_uvicorn",
+__all__ = ["LOOP_FACTORY", "env_with", "free_port", "http_get", "start_uvicorn",
            "wait_for"]

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import pytest
 from integration_helpers import LOCALHOST, REPO_ROOT, env_with, free_port, http_get
 from monitored_ioloop import config
-from monitoring_fake import REAL, new_event_loop
+from monitored_ioloop.monitored_uvloop import new_event_loop
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -75,7 +75,6 @@ def test_slow_callback_capacity(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(snap.slow_callbacks) == 2
 
 
-@pytest.mark.skipif(not REAL, reason="the watchdog comes with the native monitoring core")
 def test_watchdog(monkeypatch: pytest.MonkeyPatch) -> None:
     loop = make_loop(monkeypatch, MONITORED_IOLOOP_WATCHDOG="0.05")
     try:
@@ -134,7 +133,7 @@ def test_log_format_json(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import time
-        from monitoring_fake import new_event_loop
+        from monitored_ioloop.monitored_uvloop import new_event_loop
         loop = new_event_loop()
         loop.call_soon(time.sleep, 0.05)
         loop.call_soon(loop.stop)

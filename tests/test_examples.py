@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from integration_helpers import (
     LOCALHOST,
-    REAL,
     REPO_ROOT,
     Server,
     env_with,
@@ -28,6 +27,7 @@ prometheus_parser = pytest.importorskip("prometheus_client.parser")
 pytestmark = pytest.mark.timeout(90)
 
 APP = "examples.fastapi_service.app:app"
+WORKER_CLASS = "monitored_ioloop.gunicorn.MonitoredUvicornWorker"
 SLOW_NAME = "[GET] /api/v1/reports/_ ("
 
 
@@ -55,23 +55,20 @@ def test_fastapi_service_names_its_slow_endpoint_in_a_scrape(tmp_path: Path) -> 
     last = [s for s in families["monitored_ioloop_slow_callback_last_seconds"].samples
             if s.labels["callback"] == slow[0]]
     assert last and last[0].value >= 0.15
-    if REAL:
-        assert ".py:" in last[0].labels["location"]  # the request task's span (in uvicorn)
-        # The watchdog saw the loop thread inside the endpoint: app.py and the line.
-        blocked = families["monitored_ioloop_watchdog_blocked_seconds"].samples
-        assert any(s.labels["callback"].startswith(SLOW_NAME)
-                   and "fastapi_service/app.py:" in s.labels["location"] for s in blocked), blocked
+    assert ".py:" in last[0].labels["location"]  # the request task's span (in uvicorn)
+    # The watchdog saw the loop thread inside the endpoint: app.py and the line.
+    blocked = families["monitored_ioloop_watchdog_blocked_seconds"].samples
+    assert any(s.labels["callback"].startswith(SLOW_NAME)
+               and "fastapi_service/app.py:" in s.labels["location"] for s in blocked), blocked
 
 
 def start_gunicorn(log_path: Path, env: dict[str, str], workers: int) -> Server:
     pytest.importorskip("gunicorn")
-    from gunicorn_worker_fake import WORKER_CLASS
-
     port = free_port()
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", APP, "-k", WORKER_CLASS, "-w", str(workers),
-         "-b", f"{LOCALHOST}:{port}", "--graceful-timeout", "1"],
+        [sys.executable, "-m", "gunicorn", APP, "-k", WORKER_CLASS, "-w", str(workers), "-b",
+         f"{LOCALHOST}:{port}", "--graceful-timeout", "1"],
         cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     server = Server(process, port, log_path)
@@ -106,8 +103,6 @@ def test_two_workers_each_on_their_own_metrics_port(runner: str, tmp_path: Path)
 
 def test_otel_console_example_prints_the_loop_metrics() -> None:
     pytest.importorskip("opentelemetry.sdk.metrics")
-    if not REAL:
-        pytest.skip("runs on the shipped loop: needs the native monitoring core")
     out = subprocess.run([sys.executable, "examples/otel_console.py"], cwd=REPO_ROOT,
                          capture_output=True, text=True, timeout=60, env=env_with())
     assert out.returncode == 0, out.stderr

@@ -19,7 +19,7 @@ from monitored_ioloop.helpers.fastapi import (  # noqa: E402
     default_callback_pretty_name,
     mask_numeric_segments,
 )
-from monitoring_fake import loop_factory  # noqa: E402
+from monitored_ioloop.monitored_uvloop import monitored_uvloop_loop_factory  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -89,7 +89,7 @@ def test_requests_are_named_and_slow_records_carry_the_name(
         app = Starlette(routes=[Route("/api/v1/users/{user_id:int}/name", endpoint)],
                         middleware=[Middleware(MonitoredIOLoopMiddleware)])
 
-    loop = loop_factory(slow_callback_threshold=0.1)()
+    loop = monitored_uvloop_loop_factory(slow_callback_threshold=0.1)()
     try:
         with caplog.at_level(logging.WARNING, logger="monitored_ioloop.slow_callbacks"):
             (response,) = serve(app, loop, ["/api/v1/users/123/name"])
@@ -118,7 +118,7 @@ def test_other_scopes_pass_through_unnamed() -> None:
         task.set_name("lifespan-task")
         await MonitoredIOLoopMiddleware(app)({"type": "lifespan"}, None, None)  # type: ignore[arg-type]
 
-    loop = loop_factory()()
+    loop = monitored_uvloop_loop_factory()()
     try:
         loop.run_until_complete(main())
     finally:

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("opentelemetry.sdk.metrics")
 
 from monitored_ioloop import otel  # noqa: E402
-from monitoring_fake import loop_factory  # noqa: E402
+from monitored_ioloop.monitored_uvloop import monitored_uvloop_loop_factory  # noqa: E402
 from opentelemetry.sdk.metrics import MeterProvider  # noqa: E402
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: E402
 
@@ -29,7 +29,7 @@ def points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
 
 
 def test_in_memory_reader_sees_the_snapshot_values() -> None:
-    loop = loop_factory()()
+    loop = monitored_uvloop_loop_factory()()
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     try:
@@ -57,7 +57,7 @@ def test_in_memory_reader_sees_the_snapshot_values() -> None:
 
 
 def test_register_uses_the_running_loop() -> None:
-    loop = loop_factory()()
+    loop = monitored_uvloop_loop_factory()()
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
 

@@ -5,10 +5,8 @@ endpoint per worker under ``uvicorn --workers 2``, each worker counted once."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import time
-import types
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from integration_helpers import (  # noqa: E402
     wait_for,
 )
 from monitored_ioloop import prometheus  # noqa: E402
-from monitoring_fake import loop_factory  # noqa: E402
+from monitored_ioloop.monitored_uvloop import monitored_uvloop_loop_factory  # noqa: E402
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
@@ -66,7 +64,7 @@ def assert_histogram_matches(families: dict[str, Any], name: str, hist: Any) -> 
 
 
 def test_exposition_matches_the_snapshot() -> None:
-    loop = loop_factory(slow_callback_threshold=0.1)()
+    loop = monitored_uvloop_loop_factory(slow_callback_threshold=0.1)()
     try:
         run_some_work(loop)
         registry = CollectorRegistry()
@@ -114,7 +112,7 @@ def test_scrape_over_http_of_a_uvicorn_app_on_the_loop() -> None:
     import uvicorn
     from net_apps.asgi_app import app
 
-    loop = loop_factory()()
+    loop = monitored_uvloop_loop_factory()()
     port = free_port()
     config = uvicorn.Config(app, host=LOCALHOST, port=port, lifespan="off", log_level="warning")
     server = uvicorn.Server(config)
@@ -195,30 +193,27 @@ def test_two_workers_each_serve_their_own_loop_once(tmp_path: Path) -> None:
     assert all(dispatched > 0 for _, dispatched in scraped)
 
 
+def block_the_loop() -> None:
+    time.sleep(0.3)  # the line the watchdog finds
+
+
 def test_watchdog_reports_name_the_innermost_frame() -> None:
-    """Each kept report shows as its callback name and the file:line the loop thread was
-    executing, from its stack."""
-    loop = loop_factory()()
+    """A kept report shows as its callback name and the file:line the loop thread was
+    executing when reported."""
+    loop = monitored_uvloop_loop_factory(watchdog_threshold=0.05)()
     try:
-        snap = dataclasses.replace(
-            loop.monitor_snapshot(),
-            watchdog_reports=(
-                types.SimpleNamespace(
-                    blocked_for=0.3, name="Task-7 (report)", started_at=1.0, wall_time=None,
-                    thread_id=1, gil_unavailable=False,
-                    stack='  File "/srv/app.py", line 12, in main\n    await report()\n'
-                          '  File "/srv/app.py", line 31, in report\n    time.sleep(1)\n',
-                ),
-            ),
-            watchdog_reports_total=1,
-        )
+        loop.call_soon(block_the_loop)
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        registry = CollectorRegistry()
+        prometheus.register(registry, loop)
+        families = parse(generate_latest(registry).decode())
+        snap = loop.monitor_snapshot()
     finally:
         loop.close()
-    registry = CollectorRegistry()
-    registry.register(prometheus.LoopCollector(lambda: snap))
-    families = parse(generate_latest(registry).decode())
+    line = block_the_loop.__code__.co_firstlineno + 1
     (sample,) = families["monitored_ioloop_watchdog_blocked_seconds"].samples
-    assert sample.labels == {"callback": "Task-_ (report)", "location": "/srv/app.py:31"}
-    assert sample.value == 0.3
+    assert sample.labels == {"callback": "block_the_loop", "location": f"{__file__}:{line}"}
+    assert sample.value == max(r.blocked_for for r in snap.watchdog_reports)
     assert samples(families, "monitored_ioloop_watchdog_reports_total",
-                   "monitored_ioloop_watchdog_reports")[0].value == 1
+                   "monitored_ioloop_watchdog_reports")[0].value == snap.watchdog_reports_total == 1

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from integration_helpers import LOCALHOST, REPO_ROOT, env_with, free_port
 from monitored_ioloop.endpoint import MonitoringEndpoint
+from monitored_ioloop.monitored_uvloop import monitored_uvloop_loop_factory
 from monitored_ioloop.top.view import render
-from monitoring_fake import loop_factory
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -25,7 +25,7 @@ def slow_step() -> None:
 
 
 def recorded_loop() -> Any:
-    loop = loop_factory(slow_callback_threshold=0.02)()
+    loop = monitored_uvloop_loop_factory(slow_callback_threshold=0.02)()
     for _ in range(3):
         loop.call_soon(slow_step)
     loop.call_soon(loop.stop)

@@ -29,6 +29,7 @@ RECORD_FIELDS = (
     "blocked_for",
     "thread_id",
     "stack",
+    "gil_unavailable",
 )
 
 # Attributes every LogRecord has: anything else on a record came from ``extra=``.

@@ -1252,6 +1252,9 @@ impl Loop {
             ))?;
         }
         d.set_item("kinds", kinds)?;
+        let (wall, lag) = metrics.overall();
+        d.set_item("wall", histogram_raw(py, &wall))?;
+        d.set_item("lag", histogram_raw(py, &lag))?;
         d.set_item("top", top)?;
         d.set_item("slow", slow)?;
         d.set_item("slow_total", slow_total)?;

@@ -17,10 +17,12 @@ exact ``min``/``max``).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import dataclasses
+import itertools
 import math
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from types import CodeType
 from typing import Any, Callable, Optional
 
@@ -78,7 +80,7 @@ class Histogram:
     called; ``buckets()`` gives the native buckets as ``(upper_bound_seconds, cumulative_count)``.
     """
 
-    __slots__ = ("count", "sum", "max", "min", "_counts")
+    __slots__ = ("count", "sum", "max", "min", "_counts", "_cumulative")
 
     def __init__(self, count: int, sum: float, max: float, min: float, counts: array[int]) -> None:
         self.count = count
@@ -86,6 +88,12 @@ class Histogram:
         self.max = max
         self.min = min
         self._counts = counts
+        self._cumulative: Optional[list[int]] = None
+
+    def _running_totals(self) -> list[int]:
+        if self._cumulative is None:
+            self._cumulative = list(itertools.accumulate(self._counts))
+        return self._cumulative
 
     @classmethod
     def _from_raw(cls, raw: tuple[int, int, int, int, bytes]) -> Histogram:
@@ -93,24 +101,6 @@ class Histogram:
         counts = array("Q")
         counts.frombytes(data)
         return cls(count, sum_ns * 1e-9, max_ns * 1e-9, min_ns * 1e-9, counts)
-
-    @classmethod
-    def _merged(cls, parts: Iterable[Histogram]) -> Histogram:
-        parts = [p for p in parts if p.count]
-        if not parts:
-            return cls(0, 0.0, 0.0, 0.0, array("Q"))
-        counts = array("Q", bytes(8 * max(len(p._counts) for p in parts)))
-        for p in parts:
-            for i, c in enumerate(p._counts):
-                if c:
-                    counts[i] += c
-        return cls(
-            sum(p.count for p in parts),
-            sum(p.sum for p in parts),
-            max(p.max for p in parts),
-            min(p.min for p in parts),
-            counts,
-        )
 
     @property
     def mean(self) -> float:
@@ -129,34 +119,32 @@ class Histogram:
         if q == 100:
             return self.max
         rank = max(1, math.ceil(q / 100 * self.count))
-        seen = 0
-        for index, c in enumerate(self._counts):
-            seen += c
-            if seen >= rank:
-                lower, upper = _lower_ns(index), _lower_ns(index + 1)
-                value = lower if upper - lower == 1 else (lower + upper) / 2
-                return min(max(value * 1e-9, self.min), self.max)
-        return self.max
+        totals = self._running_totals()
+        index = bisect.bisect_left(totals, rank)
+        if index >= len(totals):
+            return self.max
+        lower, upper = _lower_ns(index), _lower_ns(index + 1)
+        value = lower if upper - lower == 1 else (lower + upper) / 2
+        return min(max(value * 1e-9, self.min), self.max)
 
     def buckets(self) -> list[tuple[float, int]]:
         """``(upper_bound_seconds, cumulative_count)`` for each native bucket up to the last
         non-empty one; every value counted is below its bucket's upper bound."""
-        out = []
-        seen = 0
-        for index, c in enumerate(self._counts):
-            seen += c
-            out.append((_lower_ns(index + 1) * 1e-9, seen))
-        return out
+        return [
+            (_lower_ns(index + 1) * 1e-9, seen)
+            for index, seen in enumerate(self._running_totals())
+        ]
 
     def cumulative_count(self, upper_bound: float) -> int:
         """How many values are at most ``upper_bound`` seconds: the native buckets that lie
         wholly at or below it (exact at native bounds; conservative between them)."""
         limit_ns = upper_bound * 1e9
+        totals = self._running_totals()
         seen = 0
-        for index, c in enumerate(self._counts):
+        for index, total in enumerate(totals):
             if _lower_ns(index + 1) - 1 > limit_ns:
                 break
-            seen += c
+            seen = total
         return seen
 
     def since(self, previous: Histogram) -> Histogram:
@@ -322,7 +310,7 @@ class LoopSnapshot:
             name: KindStats(d, e, Histogram._from_raw(w), Histogram._from_raw(lag))
             for name, d, e, w, lag in raw["kinds"]
         }
-        wall = Histogram._merged(k.wall_time for k in by_kind.values())
+        wall = Histogram._from_raw(raw["wall"])
         top = []
         for namer, count, busy_ns, max_ns in raw["top"]:
             name, location = _name_of(namer)
@@ -342,7 +330,7 @@ class LoopSnapshot:
             io_watchers=raw["io_watchers"],
             open_transports=raw["open_transports"],
             wall_time=wall,
-            loop_lag=Histogram._merged(k.loop_lag for k in by_kind.values()),
+            loop_lag=Histogram._from_raw(raw["lag"]),
             by_kind=by_kind,
             slow_callbacks=tuple(raw["slow"]),
             slow_callbacks_total=raw["slow_total"],

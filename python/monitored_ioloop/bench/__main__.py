@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -19,7 +20,7 @@ import time
 from typing import Any, Dict, List, NamedTuple, Optional
 
 from monitored_ioloop.bench import plot
-from monitored_ioloop.bench.loops import available_loops
+from monitored_ioloop.bench.loops import COST_LOOPS, available_loops
 from monitored_ioloop.bench.net import HTTP, STYLES, http_available
 from monitored_ioloop.bench.workloads import SIZES, WORKLOADS
 
@@ -112,45 +113,111 @@ def run(
                     elapsed = time.monotonic() - started
                     status = f"[{done}/{total}, {elapsed:.0f}s] round {r + 1}: {name} on {loop}"
                     print(f"\r{status:<78}", end="", file=sys.stderr, flush=True)
-                if echo is None:
-                    sample = _measure_micro(loop, name, SIZES[name][1 if quick else 0])
-                else:
-                    sample = _measure_echo(loop, echo, echo_seconds)
+                try:
+                    if echo is None:
+                        sample = _measure_micro(loop, name, SIZES[name][1 if quick else 0])
+                    else:
+                        sample = _measure_echo(loop, echo, echo_seconds)
+                except (subprocess.SubprocessError, RuntimeError, ValueError, KeyError) as exc:
+                    # A loop that cannot run a workload (rloop lacks some APIs) gets "n/a" there,
+                    # and the run goes on.
+                    print(f"\n{name} on {loop} failed: {exc}", file=sys.stderr, flush=True)
+                    sample = Sample(math.nan)
                 samples[name][loop].append(sample)
     if live:
         print(f"\r{'':<78}\r", end="", file=sys.stderr, flush=True)
-    results: Dict[str, Any] = {"rounds": rounds, "quick": quick, "workloads": {}}
+    results: Dict[str, Any] = {"rounds": rounds, "quick": quick, "loops": loops, "workloads": {}}
     for name in names:
         row: Dict[str, Any] = {}
         for loop in loops:
             taken = samples[name][loop]
+            ok = [s for s in taken if not math.isnan(s.rate)]
             entry: Dict[str, Any] = {
-                "ops_per_second": statistics.median(s.rate for s in taken),
+                "ops_per_second": statistics.median(s.rate for s in ok) if ok else None,
                 "samples": [s.rate for s in taken],
             }
-            if taken[0].p50 is not None:
-                entry["p50"] = statistics.median(s.p50 for s in taken if s.p50 is not None)
-                entry["p99"] = statistics.median(s.p99 for s in taken if s.p99 is not None)
+            if ok and ok[0].p50 is not None:
+                entry["p50"] = statistics.median(s.p50 for s in ok if s.p50 is not None)
+                entry["p99"] = statistics.median(s.p99 for s in ok if s.p99 is not None)
             if "uvloop" in loops:
-                base = samples[name]["uvloop"]
-                entry["speed_vs_uvloop"] = statistics.median(
-                    s.rate / b.rate for s, b in zip(taken, base)
-                )
+                ratios = _ratios(taken, samples[name]["uvloop"])
+                entry["speed_vs_uvloop"] = statistics.median(ratios) if ratios else None
             row[loop] = entry
         results["workloads"][name] = {"loops": row}
     return results
 
 
+def _ratios(a: List[Sample], b: List[Sample]) -> List[float]:
+    """Per-round speed ratios a/b, leaving out rounds where either failed."""
+    return [x.rate / y.rate for x, y in zip(a, b) if x.rate > 0 and y.rate > 0]
+
+
+#: What each loop of the monitoring-cost table adds to the plain native loop.
+COST_LABELS = {
+    "native-bare": "aggregates (on vs off)",
+    "native+min-wall": "monitor >= 10 ms",
+    "native+watchdog": "watchdog",
+    "native+monitor": "monitor every dispatch",
+}
+
+
+def monitoring_costs(results: Dict[str, Any], loops: List[str]) -> Dict[str, Dict[str, float]]:
+    """Per workload, the median per-round speed of the plain native loop with each monitoring
+    feature relative to without it: the always-on aggregates (native vs native-bare), a monitor
+    callback with monitor_min_wall_time=0.01, the watchdog, a monitor on every dispatch."""
+    costs: Dict[str, Dict[str, float]] = {}
+    if "native" not in loops:
+        return costs
+    for workload, data in results["workloads"].items():
+        native = data["loops"]["native"]["samples"]
+        row = {}
+        for loop in COST_LOOPS:
+            if loop not in loops:
+                continue
+            other = data["loops"][loop]["samples"]
+            pairs = [(n, o) for n, o in zip(native, other) if n > 0 and o > 0]
+            if loop == "native-bare":
+                ratios = [n / o for n, o in pairs]
+            else:
+                ratios = [o / n for n, o in pairs]
+            if ratios:
+                row[loop] = statistics.median(ratios)
+        costs[workload] = row
+    return costs
+
+
+def render_costs(costs: Dict[str, Dict[str, float]]) -> str:
+    if not costs:
+        return ""
+    columns = [c for c in COST_LOOPS if any(c in row for row in costs.values())]
+    header = ["workload"] + [COST_LABELS[c] for c in columns]
+    lines = [
+        [workload] + [f"{(row[c] - 1) * 100:+.1f}%" if c in row else "" for c in columns]
+        for workload, row in costs.items()
+    ]
+    widths = [max(len(r[i]) for r in [header] + lines) for i in range(len(header))]
+    out = ["Monitoring cost (speed of the native loop with each feature against without it;"
+           " median per-round ratio, negative = slower)"]
+    out.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    out.append("  ".join("-" * w for w in widths))
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in lines]
+    return "\n".join(out)
+
+
 def render(results: Dict[str, Any], loops: List[str]) -> str:
     has_uvloop = "uvloop" in loops
+    loops = [lp for lp in loops if lp not in COST_LOOPS or lp == "native+monitor"]
     header = ["workload"] + loops
     lines = []
     for workload, data in results["workloads"].items():
         cells = [workload]
         for loop in loops:
             entry = data["loops"][loop]
+            if entry["ops_per_second"] is None:
+                cells.append("n/a")
+                continue
             cell = f"{entry['ops_per_second'] / 1e3:,.0f}k/s"
-            if has_uvloop:
+            if has_uvloop and entry.get("speed_vs_uvloop") is not None:
                 cell += f" {entry['speed_vs_uvloop']:.2f}x"
             if "p99" in entry:
                 cell += f" p50 {entry['p50'] * 1e6:.0f}/p99 {entry['p99'] * 1e6:.0f}us"
@@ -171,7 +238,8 @@ def render(results: Dict[str, Any], loops: List[str]) -> str:
     notes.append(
         "native+monitor and monitored-asyncio call a trivial Python monitor after every callback."
     )
-    return "\n".join(out + [""] + notes)
+    costs = render_costs(monitoring_costs(results, list(results.get("loops", []))))
+    return "\n".join(out + [""] + notes + ([""] + [costs] if costs else []))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -205,6 +273,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rounds = args.rounds or (2 if args.quick else 4)
     echo_seconds = 0.4 if args.quick else 1.5
     results = run(loops, micro, echoes, rounds, args.quick, echo_seconds)
+    results["monitoring_cost"] = monitoring_costs(results, loops)
     if args.json:
         print(json.dumps(results, indent=2))
     else:

@@ -31,6 +31,13 @@ def _uvloop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+def _rloop() -> asyncio.AbstractEventLoop:
+    import rloop  # type: ignore[import-untyped,unused-ignore]
+
+    loop: asyncio.AbstractEventLoop = rloop.new_event_loop()
+    return loop
+
+
 def _native() -> asyncio.AbstractEventLoop:
     from monitored_ioloop.loop import Loop
 
@@ -69,6 +76,7 @@ LOOPS: Dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": _asyncio,
     "monitored-asyncio": _monitored_asyncio,
     "uvloop": _uvloop,
+    "rloop": _rloop,
     "native": _native,
     "native+monitor": _native_monitored,
     "native-bare": _native_bare,
@@ -82,6 +90,7 @@ COST_LOOPS = ("native-bare", "native+min-wall", "native+watchdog", "native+monit
 
 def available_loops() -> list[str]:
     names = list(LOOPS)
-    if importlib.util.find_spec("uvloop") is None:
-        names.remove("uvloop")
+    for optional in ("uvloop", "rloop"):
+        if importlib.util.find_spec(optional) is None:
+            names.remove(optional)
     return names

@@ -7,6 +7,7 @@ import asyncio
 import sys
 from typing import Any, Callable, Coroutine, Optional, TypeVar
 
+from monitored_ioloop import config
 from monitored_ioloop.loop import (
     DEFAULT_SLOW_CALLBACK_CAPACITY,
     DEFAULT_SLOW_CALLBACK_THRESHOLD,
@@ -102,8 +103,12 @@ def monitored_uvloop_loop_factory(
 
 
 def new_event_loop() -> MonitoredUvloopEventLoop:
-    """A new native loop without monitor (uvicorn's ``--loop module:new_event_loop``)."""
-    return MonitoredUvloopEventLoop()
+    """A new native loop without monitor (uvicorn's ``--loop module:new_event_loop``), with the
+    options of the ``MONITORED_IOLOOP_*`` environment variables (``monitored_ioloop.config``)."""
+    settings = config.from_env()
+    loop = MonitoredUvloopEventLoop(**settings.loop_options)
+    config.apply_env(loop, settings)
+    return loop
 
 
 def run(

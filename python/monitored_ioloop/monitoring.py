@@ -456,3 +456,13 @@ def snapshot(loop: Optional[asyncio.AbstractEventLoop] = None) -> LoopSnapshot:
     result = take()
     assert isinstance(result, LoopSnapshot)
     return result
+
+
+# The original package's Python-side wrapper names, still importable from here.
+from monitored_ioloop._legacy_monitoring import (  # noqa: E402
+    IoLoopInnerState,
+    MonitoredCallbackWrapper,
+    wrap_callback_with_monitoring,
+)
+
+__all__ += ["IoLoopInnerState", "MonitoredCallbackWrapper", "wrap_callback_with_monitoring"]

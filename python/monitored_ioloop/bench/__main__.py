@@ -19,6 +19,7 @@ import sys
 import time
 from typing import Any, Dict, List, NamedTuple, Optional
 
+from monitored_ioloop.bench import plot
 from monitored_ioloop.bench.loops import COST_LOOPS, available_loops
 from monitored_ioloop.bench.net import HTTP, STYLES, http_available
 from monitored_ioloop.bench.workloads import SIZES, WORKLOADS
@@ -253,7 +254,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--echo", nargs="*", default=None, metavar="STYLE:KIB",
                         help=f"network workloads, e.g. protocol:1 streams:100 http:0 "
                         f"(styles: {STYLES + (HTTP,)})")
+    plot.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.results:
+        results = plot.load(args.results)
+        print("\n".join(plot.finish(args, results)))
+        return 0
     loops = args.loops or available_loops()
     micro = list(WORKLOADS) if args.micro is None else args.micro
     if args.echo is not None:
@@ -272,6 +278,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(json.dumps(results, indent=2))
     else:
         print(render(results, loops))
+    for line in plot.finish(args, results):
+        print(line, file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

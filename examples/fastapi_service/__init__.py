@@ -1,0 +1,1 @@
+"""A FastAPI service on the native loop (see app.py)."""

@@ -1,0 +1,1 @@
+"""Helpers for frameworks (``helpers.fastapi``); each imports its framework only if used."""

@@ -158,22 +158,47 @@ impl TopCallbacks {
 mod tests {
     use super::*;
 
+    /// Keys as the loop makes them: object addresses, 16-byte aligned, never 0.
+    fn key(i: usize) -> usize {
+        0x7f00_0000_0000 + 16 * i
+    }
+
     #[test]
     fn full_table_evicts_the_least_busy() {
         pyo3::prepare_freethreaded_python();
         Python::with_gil(|py| {
             let mut top = TopCallbacks::default();
-            for key in 0..DEFAULT_CAPACITY {
-                assert!(top.insert(key, 10 + key as u64, py.None()).is_none());
+            for i in 0..DEFAULT_CAPACITY {
+                assert!(top.insert(key(i), 10 + i as u64, py.None()).is_none());
             }
-            assert!(top.add(5, 1000));
-            assert!(!top.add(DEFAULT_CAPACITY, 1));
-            let evicted = top.insert(DEFAULT_CAPACITY, 1, py.None());
+            assert!(top.add(key(5), 1000));
+            assert!(!top.add(key(DEFAULT_CAPACITY), 1));
+            let evicted = top.insert(key(DEFAULT_CAPACITY), 1, py.None());
             assert!(evicted.is_some());
             assert_eq!(top.len(), DEFAULT_CAPACITY);
-            // Key 0 had the least busy time; key 5 (now heavy) stays.
-            assert!(!top.add(0, 1));
-            assert!(top.add(5, 1));
+            // Key 0 had the least busy time; key 5 (now heavy) stays, as does the newcomer.
+            assert!(!top.add(key(0), 1));
+            assert!(top.add(key(5), 1));
+            assert!(top.add(key(DEFAULT_CAPACITY), 1));
+        });
+    }
+
+    #[test]
+    fn counts_land_on_their_own_entries_through_the_recent_cache() {
+        pyo3::prepare_freethreaded_python();
+        Python::with_gil(|py| {
+            let mut top = TopCallbacks::default();
+            // Keys 64 slots apart share a slot of the direct-mapped cache.
+            let (a, b) = (key(1), key(1 + RECENT));
+            top.insert(a, 1, py.None());
+            top.insert(b, 2, py.None());
+            for _ in 0..3 {
+                assert!(top.add(a, 10));
+                assert!(top.add(b, 100));
+            }
+            let mut busy: Vec<u64> = top.entries().map(|e| e.busy_ns).collect();
+            busy.sort_unstable();
+            assert_eq!(busy, vec![31, 302]);
         });
     }
 }

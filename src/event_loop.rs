@@ -666,7 +666,7 @@ impl Loop {
                 Key::NONE
             };
             let resume = match &key.task {
-                Some(task) if aggregates.borrow().top.is_watched(key.id) => {
+                Some(task) if aggregates.borrow_mut().top.take_watch(key.id) => {
                     slow::resume_point(task)
                 }
                 _ => None,

@@ -397,6 +397,43 @@ def test_a_slow_task_step_is_recorded_with_task_coroutine_and_line_span(
         assert span_of(slow[-1].location)[1:] == (SLOW_LINE - 1, SLOW_LINE + 1)
 
 
+async def app_handler() -> None:
+    await asyncio.sleep(0)
+    time.sleep(0.15)  # the app's slow line
+    await asyncio.sleep(0)
+
+
+async def server_request_cycle() -> None:
+    """Like a web server's per-request coroutine: the task runs this, the app's code is deeper."""
+    await app_handler()
+
+
+APP_SLOW_LINE = inspect.getsource(app_handler).splitlines().index(
+    "    time.sleep(0.15)  # the app's slow line"
+) + app_handler.__code__.co_firstlineno
+
+
+@pytest.mark.parametrize("runs", [1, 2])
+def test_a_slow_step_deep_in_an_await_chain_points_at_the_deepest_frame(
+    loop: Loop, runs: int
+) -> None:
+    async def main() -> None:
+        for _ in range(runs):
+            await asyncio.create_task(server_request_cycle())
+
+    loop.run_until_complete(main())
+    slow = loop.monitor_snapshot().slow_callbacks
+    assert len(slow) == runs
+    for record in slow:
+        assert record.coroutine == "server_request_cycle"
+        path, first, last = span_of(record.location)
+        assert path == __file__
+        assert app_handler.__code__.co_firstlineno <= first <= APP_SLOW_LINE <= last
+    assert span_of(slow[-1].location)[1:] == (
+        (APP_SLOW_LINE - 1, APP_SLOW_LINE + 1) if runs > 1 else span_of(slow[-1].location)[1:]
+    )
+
+
 def test_a_slow_plain_callback_is_recorded_at_its_definition(loop: Loop) -> None:
     def slow_callback() -> None:
         busy_wait(0.11)

@@ -4,12 +4,14 @@ coroutines that have already had a slow step, so none of this runs for fast disp
 
 from __future__ import annotations
 
+import asyncio
 import dis
 import functools
 import logging
+import os
 import re
 import types
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from monitored_ioloop._names import callback_pretty_name, task_of
 from monitored_ioloop.monitoring import SlowCallback
@@ -18,7 +20,13 @@ logger = logging.getLogger("monitored_ioloop.slow_callbacks")
 
 _DEFAULT_TASK_NAME = re.compile(r"Task-\d+\Z")
 
-ResumePoint = tuple[types.FrameType, int]
+#: Where a task's coroutine chain stood before a step: each suspended frame, outermost first,
+#: with the line it was at.
+ResumePoint = list[tuple[types.FrameType, int]]
+
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
+#: Await chains are followed this deep at most.
+_MAX_DEPTH = 64
 
 
 def _coroutine_frame(coro: Any) -> Optional[types.FrameType]:
@@ -38,12 +46,34 @@ def _last_line(code: types.CodeType) -> int:
     return max(lines, default=code.co_firstlineno)
 
 
+def _await_chain(coro: Any) -> list[types.FrameType]:
+    """The frames of a suspended coroutine and of what it awaits, outermost first."""
+    frames: list[types.FrameType] = []
+    while coro is not None and len(frames) < _MAX_DEPTH:
+        frame = _coroutine_frame(coro)
+        if frame is None:
+            break
+        frames.append(frame)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return frames
+
+
+def _is_asyncio(frame: types.FrameType) -> bool:
+    return frame.f_code.co_filename.startswith(_ASYNCIO_DIR)
+
+
+def _deepest(frames: list[Any], frame_of: Callable[[Any], types.FrameType]) -> Any:
+    """The deepest entry outside asyncio's own code (asyncio's if there is no other)."""
+    outside = [f for f in frames if not _is_asyncio(frame_of(f))]
+    return (outside or frames)[-1]
+
+
 def resume_point(task: Any) -> Optional[ResumePoint]:
-    """The coroutine's frame and the line it will resume from, read before a step runs."""
-    frame = _coroutine_frame(task.get_coro())
-    if frame is None:
+    """Where the task's await chain stands, read before a step runs."""
+    coro = task.get_coro()
+    if coro is None:
         return None
-    return frame, frame.f_lineno
+    return [(frame, frame.f_lineno) for frame in _await_chain(coro)] or None
 
 
 def _code_of(callback: Any) -> Optional[types.CodeType]:
@@ -54,22 +84,33 @@ def _code_of(callback: Any) -> Optional[types.CodeType]:
     return code if isinstance(code, types.CodeType) else None
 
 
+def _span(frame: types.FrameType, first: int) -> str:
+    last = frame.f_lineno
+    if last is None or last < first:
+        last = first
+    return f"{frame.f_code.co_filename}:{first}-{last}"
+
+
 def _task_location(coro: Any, resume: Optional[ResumePoint]) -> str:
-    """``file:first-last``: from the line the step resumed from (the definition's line when
-    that was not noted) to the line it suspended at, or finished on."""
+    """``file:first-last`` of the deepest frame (outside asyncio) that the step ran in, from
+    the line it resumed from to the line it suspended at or finished on; without a noted
+    resume point, from the frame's definition. In a web framework that is the application's
+    handler, not the server's request coroutine that the task runs."""
+    now = _await_chain(coro)
+    if resume:
+        suspended = {id(f) for f in now}
+        still = [(f, line) for f, line in resume if id(f) in suspended]
+        # Frames suspended before and after the step: the slow code ran between their lines.
+        # If none is (the task finished), the frames that finished keep their last line.
+        frame, first = _deepest(still or resume, lambda entry: entry[0])
+        return _span(frame, first)
+    if now:
+        frame = _deepest(now, lambda f: f)
+        return _span(frame, frame.f_code.co_firstlineno)
     code = _coroutine_code(coro)
     if code is None:
         return ""
-    frame_now = _coroutine_frame(coro)
-    if resume is not None:
-        first = resume[1]
-        last = frame_now.f_lineno if frame_now is not None else resume[0].f_lineno
-    else:
-        first = code.co_firstlineno
-        last = frame_now.f_lineno if frame_now is not None else _last_line(code)
-    if last is None or last < first:
-        last = first
-    return f"{code.co_filename}:{first}-{last}"
+    return f"{code.co_filename}:{code.co_firstlineno}-{_last_line(code)}"
 
 
 def describe(

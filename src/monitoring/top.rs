@@ -3,7 +3,7 @@
 //! otherwise a type or C function), named only when read. Bounded: when full, a new callable
 //! evicts the one with the least busy time (the "space-saving" rule, so heavy hitters stay).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use pyo3::prelude::*;
@@ -32,7 +32,6 @@ impl Hasher for PtrHasher {
 }
 
 pub type PtrMap<V> = HashMap<usize, V, BuildHasherDefault<PtrHasher>>;
-pub type PtrSet = HashSet<usize, BuildHasherDefault<PtrHasher>>;
 
 pub struct TopEntry {
     pub count: u64,
@@ -45,15 +44,19 @@ pub struct TopEntry {
 /// Slots of the direct-mapped cache in front of the index: a callable that ran recently is
 /// found without hashing.
 const RECENT: usize = 64;
+/// After a slow step, how many of a coroutine's next steps note where they resume from (a
+/// Python call each, so bounded: a service whose handler was slow once does not pay for it on
+/// every request from then on).
+const WATCHED_STEPS: u32 = 256;
 
 pub struct TopCallbacks {
     entries: Vec<(usize, TopEntry)>,
     /// Key -> position in `entries`.
     index: PtrMap<usize>,
     recent: [(usize, usize); RECENT],
-    /// Coroutine code objects that ran a slow step: their next steps note the line they resume
-    /// from, so a slow step can be reported as a span of lines.
-    watched: PtrSet,
+    /// Coroutine code objects that ran a slow step, with how many of their next steps still
+    /// note the line they resume from (so that a slow step can be reported as a span of lines).
+    watched: PtrMap<u32>,
 }
 
 impl Default for TopCallbacks {
@@ -63,7 +66,7 @@ impl Default for TopCallbacks {
             index: PtrMap::default(),
             // Key 0 is never looked up (no object lives at address 0).
             recent: [(0, 0); RECENT],
-            watched: PtrSet::default(),
+            watched: PtrMap::default(),
         }
     }
 }
@@ -133,14 +136,28 @@ impl TopCallbacks {
         evicted
     }
 
+    /// Whether this step of a watched coroutine notes where it resumes from (counting it).
     #[inline]
-    pub fn is_watched(&self, key: usize) -> bool {
-        !self.watched.is_empty() && self.watched.contains(&key)
+    pub fn take_watch(&mut self, key: usize) -> bool {
+        if self.watched.is_empty() {
+            return false;
+        }
+        match self.watched.get_mut(&key) {
+            Some(left) if *left > 1 => {
+                *left -= 1;
+                true
+            }
+            Some(_) => {
+                self.watched.remove(&key);
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn watch(&mut self, key: usize) {
-        if self.watched.len() < DEFAULT_CAPACITY {
-            self.watched.insert(key);
+        if self.watched.len() < DEFAULT_CAPACITY || self.watched.contains_key(&key) {
+            self.watched.insert(key, WATCHED_STEPS);
         }
     }
 

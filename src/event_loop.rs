@@ -163,6 +163,42 @@ pub fn os_error(err: std::io::Error) -> PyErr {
     }
 }
 
+/// A ready entry being dispatched: derefs to it, and releases its handle with a plain decref
+/// when dropped (dropping a `Py` first asks a thread-local whether the GIL is held).
+struct Dispatching<'py> {
+    ready: Option<Ready>,
+    py: Python<'py>,
+}
+
+impl<'py> Dispatching<'py> {
+    fn new(ready: Ready, py: Python<'py>) -> Self {
+        Dispatching {
+            ready: Some(ready),
+            py,
+        }
+    }
+}
+
+impl std::ops::Deref for Dispatching<'_> {
+    type Target = Ready;
+
+    #[inline]
+    fn deref(&self) -> &Ready {
+        self.ready.as_ref().expect("taken only on drop")
+    }
+}
+
+impl Drop for Dispatching<'_> {
+    fn drop(&mut self) {
+        if let Some(ready) = self.ready.take() {
+            match ready.entry {
+                Entry::Soon(h) => h.drop_ref(self.py),
+                Entry::Timer(h) => h.drop_ref(self.py),
+            }
+        }
+    }
+}
+
 /// Clears a one-shot handle's callable when dropped: at the end of its dispatch.
 struct Spent<'a, 'py> {
     callback: Option<&'a Callback>,
@@ -642,6 +678,7 @@ impl Loop {
         let mut outcome = Ok(());
         let mut start = tick();
         while let Some(ready) = batch.pop_front() {
+            let ready = Dispatching::new(ready, py);
             let cb = ready.entry.callback();
             cb.set_queued(false);
             if cb.is_cancelled() {

@@ -123,8 +123,12 @@ impl Callback {
     /// Drops the callable and its arguments (cancelled, run once, or its loop closed).
     pub fn clear(&self, py: Python<'_>) {
         let cleared = self.parts.get(py).borrow_mut().take();
-        // Released after the borrow: dropping the last reference may run Python code.
-        drop(cleared);
+        // Released after the borrow (dropping the last reference may run Python code), with a
+        // plain decref.
+        if let Some(Parts { callback, args }) = cleared {
+            callback.drop_ref(py);
+            args.drop_ref(py);
+        }
     }
 
     /// For the owning loop's traversal: shows the collector what the handle holds, as if the
@@ -216,7 +220,9 @@ pub fn format_callback(py: Python<'_>, callback: &Py<PyAny>, args: &Py<PyTuple>)
     formatted.unwrap_or_else(|_| "<callback>".to_owned())
 }
 
-#[pyclass(module = "monitored_ioloop._native", frozen, weakref, freelist = 256)]
+// No `freelist`: PyO3's takes a mutex per allocation and per release; CPython's small-object
+// allocator is faster for these.
+#[pyclass(module = "monitored_ioloop._native", frozen, weakref)]
 pub struct Handle {
     pub inner: Callback,
 }

@@ -728,3 +728,22 @@ def test_debug_exception_context_carries_the_source_traceback(loop: Loop) -> Non
     loop.run_forever()
     (context,) = contexts
     assert context["source_traceback"][-1][0] == __file__
+
+
+def test_a_blocking_monitor_delays_but_does_not_break_the_loop() -> None:
+    seen: list[IoLoopMonitorState] = []
+
+    def slow_monitor(state: IoLoopMonitorState) -> None:
+        seen.append(state)
+        time.sleep(0.05)
+
+    loop = Loop(slow_monitor)
+    try:
+        run_callbacks(loop, lambda: None, lambda: None)
+        snap = loop.monitor_snapshot()
+    finally:
+        loop.close()
+    assert len(seen) == 3
+    # The monitor's own time is not the callbacks'.
+    assert all(s.callback_wall_time < 0.05 for s in seen)
+    assert snap.wall_time.max < 0.05

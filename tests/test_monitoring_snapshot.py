@@ -747,3 +747,23 @@ def test_a_blocking_monitor_delays_but_does_not_break_the_loop() -> None:
     # The monitor's own time is not the callbacks'.
     assert all(s.callback_wall_time < 0.05 for s in seen)
     assert snap.wall_time.max < 0.05
+
+
+def test_monitored_asyncio_takes_monitor_min_wall_time() -> None:
+    from monitored_ioloop.monitored_asyncio import (
+        MonitoredAsyncIOEventLoopPolicy,
+        monitored_asyncio_loop_factory,
+    )
+
+    reports: list[IoLoopMonitorState] = []
+    loop = monitored_asyncio_loop_factory(reports.append, monitor_min_wall_time=0.01)()
+    try:
+        for cb in [lambda: None] * 20 + [lambda: busy_wait(0.02)]:
+            loop.call_soon(cb)
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+    finally:
+        loop.close()
+    assert len(reports) == 1 and reports[0].callback_wall_time >= 0.02
+    with pytest.raises(ValueError):
+        MonitoredAsyncIOEventLoopPolicy(reports.append, monitor_min_wall_time=-1)

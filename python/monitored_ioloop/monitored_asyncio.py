@@ -80,19 +80,38 @@ class _MonitoredTimerHandle(_MonitoredMixin, events.TimerHandle):
     pass
 
 
+def _check_min_wall_time(seconds: Optional[float]) -> float:
+    if seconds is None:
+        return 0.0
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(
+            f"monitor_min_wall_time must be a number of seconds or None, not "
+            f"{type(seconds).__name__}"
+        )
+    if not seconds >= 0:
+        raise ValueError(f"monitor_min_wall_time must be >= 0 seconds, got {seconds}")
+    return float(seconds)
+
+
 class MonitoredSelectorEventLoop(asyncio.SelectorEventLoop):
-    """asyncio's selector loop, reporting an ``IoLoopMonitorState`` after each callback."""
+    """asyncio's selector loop, reporting an ``IoLoopMonitorState`` after each callback (or
+    each of at least ``monitor_min_wall_time`` seconds)."""
 
     def __init__(
-        self, monitor_callback: Optional[MonitorCallback] = None, *args: Any, **kwargs: Any
+        self,
+        monitor_callback: Optional[MonitorCallback] = None,
+        *args: Any,
+        monitor_min_wall_time: Optional[float] = None,
+        **kwargs: Any,
     ) -> None:
         self._monitor_callback = monitor_callback
+        self._monitor_min_wall_time = _check_min_wall_time(monitor_min_wall_time)
         self._pending_handles = _PendingCount()
         super().__init__(*args, **kwargs)
 
     def _report(self, callback: Any, wall: float, lag: float) -> None:
         monitor = self._monitor_callback
-        if monitor is None:
+        if monitor is None or wall < self._monitor_min_wall_time:
             return
         try:
             monitor(
@@ -145,16 +164,30 @@ class MonitoredSelectorEventLoop(asyncio.SelectorEventLoop):
 class MonitoredAsyncIOEventLoopPolicy(BaseMonitoredEventLoopPolicy):
     """A policy whose loops are :class:`MonitoredSelectorEventLoop`."""
 
+    def __init__(
+        self,
+        monitor_callback: Optional[MonitorCallback] = None,
+        *,
+        monitor_min_wall_time: Optional[float] = None,
+    ) -> None:
+        super().__init__(monitor_callback)  # type: ignore[arg-type]
+        self._monitor_min_wall_time = _check_min_wall_time(monitor_min_wall_time)
+
     def _loop_factory(self) -> MonitoredSelectorEventLoop:
-        return MonitoredSelectorEventLoop(self._monitor_callback)
+        return MonitoredSelectorEventLoop(
+            self._monitor_callback, monitor_min_wall_time=self._monitor_min_wall_time
+        )
 
 
 def monitored_asyncio_loop_factory(
     monitor_callback: Optional[MonitorCallback] = None,
+    *,
+    monitor_min_wall_time: Optional[float] = None,
 ) -> Callable[[], MonitoredSelectorEventLoop]:
     """A ``loop_factory`` for ``asyncio.run``/``asyncio.Runner``."""
+    min_wall_time = _check_min_wall_time(monitor_min_wall_time)
 
     def factory() -> MonitoredSelectorEventLoop:
-        return MonitoredSelectorEventLoop(monitor_callback)
+        return MonitoredSelectorEventLoop(monitor_callback, monitor_min_wall_time=min_wall_time)
 
     return factory

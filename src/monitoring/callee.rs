@@ -47,16 +47,30 @@ fn task_types(py: Python<'_>) -> Option<&(Py<PyType>, Py<PyType>)> {
         .ok()
 }
 
+/// The type last found not to be a task (the owner of `future.set_result`, a protocol...):
+/// the next bound method of it is told apart without walking its type's bases twice.
+static LAST_NOT_TASK: GILProtected<Cell<usize>> = GILProtected::new(Cell::new(0));
+
 fn is_task(py: Python<'_>, obj: *mut ffi::PyObject) -> bool {
     let Some((c_task, py_task)) = task_types(py) else {
         return false;
     };
-    // SAFETY: `obj` is a live object (borrowed from the callback the caller holds) and both
-    // types are live type objects (held by TASK_TYPES); PyObject_TypeCheck only reads them.
-    unsafe {
+    // SAFETY: `obj` is a live object (borrowed from the callback the caller holds).
+    let ty = unsafe { ffi::Py_TYPE(obj) } as usize;
+    let last_not_task = LAST_NOT_TASK.get(py);
+    if last_not_task.get() == ty {
+        return false;
+    }
+    // SAFETY: as above; both types are live type objects (held by TASK_TYPES), and
+    // PyObject_TypeCheck only reads them.
+    let task = unsafe {
         ffi::PyObject_TypeCheck(obj, c_task.as_ptr().cast()) != 0
             || ffi::PyObject_TypeCheck(obj, py_task.as_ptr().cast()) != 0
+    };
+    if !task {
+        last_not_task.set(ty);
     }
+    task
 }
 
 /// How a cached attribute is read: a struct member at an offset (what `member_get` does), or a

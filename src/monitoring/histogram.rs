@@ -37,18 +37,14 @@ impl Default for Histogram {
     }
 }
 
-/// The bucket a value falls in.
+/// The bucket a value falls in, without branches: below 32 the shift is 0 and the index is the
+/// value; above, `value >> shift` is in 32..64, so the index is `(shift + 1) * 32 + sub-bucket`.
 #[inline]
 pub fn bucket_index(value_ns: u64) -> usize {
-    if value_ns < SUB_COUNT {
-        return value_ns as usize;
-    }
-    let exp = 63 - value_ns.leading_zeros();
-    if exp >= MAX_EXP {
-        return BUCKETS - 1;
-    }
-    let shift = exp - SUB_BITS;
-    (((shift + 1) as usize) << SUB_BITS) + ((value_ns >> shift) - SUB_COUNT) as usize
+    let exp = 63 - (value_ns | 1).leading_zeros();
+    let shift = exp.saturating_sub(SUB_BITS);
+    let index = ((shift as usize) << SUB_BITS) + (value_ns >> shift) as usize;
+    index.min(BUCKETS - 1)
 }
 
 /// The smallest value of bucket `index`; the bucket holds `[lower(i), lower(i + 1))`.

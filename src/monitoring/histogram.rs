@@ -10,6 +10,7 @@
 
 /// Sub-buckets per power of two, as a power of two.
 pub const SUB_BITS: u32 = 5;
+#[cfg(test)]
 const SUB_COUNT: u64 = 1 << SUB_BITS;
 /// Values up to 2^MAX_EXP - 1 ns have a bucket; larger ones are clamped into the last.
 pub const MAX_EXP: u32 = 40;

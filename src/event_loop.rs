@@ -789,7 +789,7 @@ impl Loop {
         wall_ns: u64,
     ) {
         let namer = match &key.code {
-            Some(code) => code.clone().unbind(),
+            Some(code) => slow::code_namer(callback, key.task.as_ref(), code),
             None => slow::pretty_name(callback),
         };
         let evicted = aggregates.borrow_mut().top.insert(key.id, wall_ns, namer);

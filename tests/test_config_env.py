@@ -173,6 +173,7 @@ def test_a_malformed_value_is_one_error_naming_the_variable(
 
 
 def test_uvicorn_with_a_malformed_value_stops_at_start_up_naming_it(tmp_path: Path) -> None:
+    pytest.importorskip("uvicorn")
     from integration_helpers import LOOP_FACTORY
 
     out = subprocess.run(

@@ -541,8 +541,7 @@ def test_task_steps_are_counted_under_their_coroutine(loop: Loop) -> None:
 
     loop.run_until_complete(main())
     top = {t.name: t for t in loop.monitor_snapshot().top_callbacks}
-    key = worker.__code__.co_qualname if hasattr(worker.__code__, "co_qualname") else "worker"
-    assert top[key].count == 10 * 6
+    assert top[worker.__qualname__].count == 10 * 6
 
 
 def test_methods_and_builtins_are_named(loop: Loop) -> None:

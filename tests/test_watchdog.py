@@ -211,8 +211,9 @@ def test_a_misbehaving_watchdog_callback_does_not_break_the_loop(behaviour: str)
     try:
         loop.set_watchdog(THRESHOLD, callback)
         loop.call_soon(time.sleep, 0.3)
-        loop.call_later(0.4, loop.stop)
+        stopper = loop.call_later(0.4, loop.stop)
         loop.run_forever()
+        stopper.cancel()
         if behaviour == "stops the loop":
             loop.call_later(0.1, loop.stop)
             loop.run_forever()

@@ -169,6 +169,21 @@ def describe(
     return record, count_name
 
 
+def code_namer(callback: Any, task: Any, code: types.CodeType) -> Any:
+    """What names busy time counted under a code object: the code itself where it knows its
+    qualified name (3.11+), else ``(qualified name, code)`` taken from the function or the
+    task's coroutine now."""
+    if hasattr(code, "co_qualname"):
+        return code
+    if task is not None:
+        coro = task.get_coro()
+        name = getattr(coro, "__qualname__", None)
+    else:
+        func = getattr(callback, "__func__", callback)
+        name = getattr(func, "__qualname__", None)
+    return (name if isinstance(name, str) else code.co_name, code)
+
+
 def callable_name(callback: Any) -> str:
     """The name busy time is shown under for a callable without a code object of its own."""
     return callback_pretty_name(callback)

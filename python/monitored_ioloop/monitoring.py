@@ -264,6 +264,9 @@ class WatchdogReport:
 
 
 def _name_of(namer: Any) -> tuple[str, str]:
+    if isinstance(namer, tuple):  # (qualified name, code) where code has no co_qualname
+        name, code = namer
+        return str(name), f"{code.co_filename}:{code.co_firstlineno}"
     if isinstance(namer, CodeType):
         name = getattr(namer, "co_qualname", namer.co_name)
         return name, f"{namer.co_filename}:{namer.co_firstlineno}"

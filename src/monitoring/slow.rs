@@ -73,3 +73,17 @@ pub fn pretty_name(callback: &Bound<'_, PyAny>) -> Py<PyAny> {
                 .map_or_else(|_| py.None(), |n| n.into_any().unbind())
         })
 }
+
+/// What names busy time counted under a code object (`_slow.code_namer`): the code object on
+/// 3.11+, which knows its qualified name; before, the qualified name taken now, with the code.
+pub fn code_namer(
+    callback: &Bound<'_, PyAny>,
+    task: Option<&Bound<'_, PyAny>>,
+    code: &Bound<'_, PyAny>,
+) -> Py<PyAny> {
+    let py = callback.py();
+    module(py)
+        .and_then(|m| m.call_method1(intern!(py, "code_namer"), (callback, task, code)))
+        .map(Bound::unbind)
+        .unwrap_or_else(|_| code.clone().unbind())
+}

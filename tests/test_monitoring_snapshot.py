@@ -298,8 +298,13 @@ def test_snapshot_counts_pending_work(loop: Loop) -> None:
 
 
 def test_snapshot_counts_open_transports(loop: Loop) -> None:
+    async def until_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Closes its side once the client has: 3.12+ servers wait for their connections.
+        await reader.read()
+        writer.close()
+
     async def main() -> None:
-        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        server = await asyncio.start_server(until_eof, "127.0.0.1", 0)
         host, port = server.sockets[0].getsockname()[:2]
         reader, writer = await asyncio.open_connection(host, port)
         await asyncio.sleep(0.01)

@@ -45,6 +45,9 @@ pub struct TopEntry {
 /// Slots of the direct-mapped cache in front of the index: a callable that ran recently is
 /// found without hashing.
 const RECENT: usize = 64;
+/// A `recent` slot that names no key (0 could be one, and the cache would then point at an
+/// entry that is gone).
+const NO_RECENT: (usize, usize) = (usize::MAX, 0);
 
 pub struct TopCallbacks {
     entries: Vec<(usize, TopEntry)>,
@@ -62,7 +65,7 @@ impl Default for TopCallbacks {
             entries: Vec::new(),
             index: PtrMap::default(),
             // Key 0 is never looked up (no object lives at address 0).
-            recent: [(0, 0); RECENT],
+            recent: [NO_RECENT; RECENT],
             watched: PtrSet::default(),
         }
     }
@@ -124,7 +127,7 @@ impl TopCallbacks {
                 if let Some((moved, _)) = self.entries.get(position) {
                     self.index.insert(*moved, position);
                 }
-                self.recent = [(0, 0); RECENT];
+                self.recent = [NO_RECENT; RECENT];
                 evicted = Some(old.namer);
             }
         }

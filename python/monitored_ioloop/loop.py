@@ -10,6 +10,7 @@ view of the native watchers (its transports' reprs read it)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import selectors
 import signal
@@ -147,6 +148,8 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         self._saved_wakeup_fd: Optional[int] = None
         self._wakeup_installed = False
         self._running_on_main = False
+        # Sockets a pending sock_* operation holds (see _holding), with how many times.
+        self._held_sockets: dict[socket.socket, int] = {}
         if monitor_callback is not None:
             self.set_monitor_callback(monitor_callback)
         self._watchdog: Optional[Any] = None
@@ -208,47 +211,76 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         )
 
     # -- sockets: asyncio's implementations, with blocking sockets always refused (as uvloop) ---
+    # While an operation waits on a socket the loop holds it, as uvloop does: ``sock.close()``
+    # from the user then only marks it closed (socket.socket's own io-reference count, the one
+    # ``makefile()`` uses), and the descriptor is really closed when the operation ends, or
+    # when the loop is closed. So a close never pulls a descriptor out from under a watcher
+    # (which would report EBADF later, or watch a recycled number).
 
     @staticmethod
     def _check_nonblocking(sock: socket.socket) -> None:
         if sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
 
-    async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
+    @contextlib.contextmanager
+    def _holding(self, sock: socket.socket) -> Iterator[None]:
         self._check_nonblocking(sock)
-        return await super().sock_recv(sock, n)
+        # socket.socket keeps the count in _io_refs (a stand-in object may have none).
+        held = type(getattr(sock, "_io_refs", None)) is int
+        if held:
+            sock._io_refs += 1  # type: ignore[attr-defined]
+            self._held_sockets[sock] = self._held_sockets.get(sock, 0) + 1
+        try:
+            yield
+        finally:
+            if held:
+                self._release_socket(sock)
+
+    def _release_socket(self, sock: socket.socket, times: int = 1) -> None:
+        count = self._held_sockets.get(sock, 0)
+        times = min(times, count)  # the loop's close may have released it already
+        if count - times:
+            self._held_sockets[sock] = count - times
+        else:
+            self._held_sockets.pop(sock, None)
+        for _ in range(times):
+            sock._decref_socketios()  # type: ignore[attr-defined]
+
+    async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
+        with self._holding(sock):
+            return await super().sock_recv(sock, n)
 
     async def sock_recv_into(self, sock: socket.socket, buf: Any) -> int:
-        self._check_nonblocking(sock)
-        return await super().sock_recv_into(sock, buf)
+        with self._holding(sock):
+            return await super().sock_recv_into(sock, buf)
 
     async def sock_sendall(self, sock: socket.socket, data: Any) -> None:
-        self._check_nonblocking(sock)
-        return await super().sock_sendall(sock, data)
+        with self._holding(sock):
+            return await super().sock_sendall(sock, data)
 
     async def sock_connect(self, sock: socket.socket, address: Any) -> None:
-        self._check_nonblocking(sock)
-        return await super().sock_connect(sock, address)
+        with self._holding(sock):
+            return await super().sock_connect(sock, address)
 
     async def sock_accept(self, sock: socket.socket) -> tuple[socket.socket, Any]:
-        self._check_nonblocking(sock)
-        return await super().sock_accept(sock)
+        with self._holding(sock):
+            return await super().sock_accept(sock)
 
     if sys.version_info >= (3, 11):
 
         async def sock_recvfrom(self, sock: socket.socket, bufsize: int) -> tuple[bytes, Any]:
-            self._check_nonblocking(sock)
-            return await super().sock_recvfrom(sock, bufsize)
+            with self._holding(sock):
+                return await super().sock_recvfrom(sock, bufsize)
 
         async def sock_recvfrom_into(
             self, sock: socket.socket, buf: Any, nbytes: int = 0
         ) -> tuple[int, Any]:
-            self._check_nonblocking(sock)
-            return await super().sock_recvfrom_into(sock, buf, nbytes)
+            with self._holding(sock):
+                return await super().sock_recvfrom_into(sock, buf, nbytes)
 
         async def sock_sendto(self, sock: socket.socket, data: Any, address: Any) -> int:
-            self._check_nonblocking(sock)
-            return await super().sock_sendto(sock, data, address)
+            with self._holding(sock):
+                return await super().sock_sendto(sock, data, address)
 
     else:  # asyncio gained these in 3.11
 
@@ -269,20 +301,20 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
                     remove(fd)
 
         async def sock_recvfrom(self, sock: socket.socket, bufsize: int) -> tuple[bytes, Any]:
-            self._check_nonblocking(sock)
-            return await self._sock_io(sock, False, lambda: sock.recvfrom(bufsize))  # type: ignore[no-any-return]
+            with self._holding(sock):
+                return await self._sock_io(sock, False, lambda: sock.recvfrom(bufsize))  # type: ignore[no-any-return]
 
         async def sock_recvfrom_into(
             self, sock: socket.socket, buf: Any, nbytes: int = 0
         ) -> tuple[int, Any]:
-            self._check_nonblocking(sock)
-            return await self._sock_io(  # type: ignore[no-any-return]
-                sock, False, lambda: sock.recvfrom_into(buf, nbytes)
-            )
+            with self._holding(sock):
+                return await self._sock_io(  # type: ignore[no-any-return]
+                    sock, False, lambda: sock.recvfrom_into(buf, nbytes)
+                )
 
         async def sock_sendto(self, sock: socket.socket, data: Any, address: Any) -> int:
-            self._check_nonblocking(sock)
-            return await self._sock_io(sock, True, lambda: sock.sendto(data, address))  # type: ignore[no-any-return]
+            with self._holding(sock):
+                return await self._sock_io(sock, True, lambda: sock.sendto(data, address))  # type: ignore[no-any-return]
 
     # -- debug --------------------------------------------------------------------------------
 
@@ -331,6 +363,10 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             self._watchdog.stop()
         self._close_native()
         self._closed = True
+        # Operations still pending let go of their sockets (a socket the user closed meanwhile
+        # is really closed now).
+        for sock, count in list(self._held_sockets.items()):
+            self._release_socket(sock, count)
         # As asyncio's selector loop: transports' reprs then say "open" rather than ask.
         self._selector = None
         for sig in list(self._signal_handlers):

@@ -9,6 +9,7 @@ import asyncio
 import contextvars
 import os
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -364,3 +365,119 @@ def test_server_protocol_callbacks_run_in_the_context_of_create_server(loop: Loo
         name: "server"
         for name in ["connection_made", "data_received", "eof_received", "connection_lost"]
     }
+
+
+# -- datagrams, unix servers, subprocesses -----------------------------------------------------
+
+
+class DatagramRecorder(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.seen: dict[str, str] = {}
+        self.received: asyncio.Future[tuple[bytes, Any]] = loop.create_future()
+        self.lost: asyncio.Future[None] = loop.create_future()
+
+    def connection_made(self, transport: Any) -> None:
+        self.seen["connection_made"] = where.get()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.seen["datagram_received"] = where.get()
+        self.received.set_result((data, addr))
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self.seen["connection_lost"] = where.get()
+        self.lost.set_result(None)
+
+
+def test_datagram_protocol_callbacks_run_in_the_context_of_the_endpoint_creator(
+    loop: Loop,
+) -> None:
+    async def main() -> dict[str, str]:
+        where.set("creator")
+        transport, proto = await loop.create_datagram_endpoint(
+            DatagramRecorder, local_addr=(LOCALHOST, 0)
+        )
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.sendto(b"data", transport.get_extra_info("sockname"))
+            await proto.received
+
+        def close_elsewhere() -> None:
+            where.set("elsewhere")
+            transport.close()
+
+        loop.call_soon(close_elsewhere)
+        await proto.lost
+        return proto.seen
+
+    seen = run_within(loop, main())
+    assert seen == {name: "creator"
+                    for name in ["connection_made", "datagram_received", "connection_lost"]}
+
+
+def test_a_datagram_endpoint_over_a_socketpair_sends_without_an_address(loop: Loop) -> None:
+    async def main(mine: socket.socket, theirs: socket.socket) -> tuple[Any, bytes]:
+        transport, proto = await loop.create_datagram_endpoint(DatagramRecorder, sock=mine)
+        theirs.send(b"hello")
+        _, addr = await proto.received
+        transport.sendto(b"from the loop")
+        reply = await loop.run_in_executor(None, theirs.recv, 100)
+        transport.close()
+        await proto.lost
+        return addr, reply
+
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with mine, theirs:
+        addr, reply = run_within(loop, main(mine, theirs))
+    assert addr is None  # an unnamed unix socket (Linux)
+    assert reply == b"from the loop"
+
+
+@pytest.mark.parametrize("cleanup", [True, False])
+def test_create_unix_server_cleanup_socket_says_whether_close_removes_the_file(
+    loop: Loop, cleanup: bool
+) -> None:
+    async def main(path: str) -> None:
+        server = await loop.create_unix_server(asyncio.Protocol, path, cleanup_socket=cleanup)
+        assert os.path.exists(path)
+        server.close()
+        await server.wait_closed()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "sock")
+        run_within(loop, main(path))
+        assert os.path.exists(path) is not cleanup
+
+
+def test_subprocess_protocol_callbacks_run_in_the_context_of_subprocess_exec(
+    loop: Loop,
+) -> None:
+    class Recorder(asyncio.SubprocessProtocol):
+        def __init__(self) -> None:
+            self.seen: dict[str, str] = {}
+            self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def connection_made(self, transport: Any) -> None:
+            self.seen["connection_made"] = where.get()
+
+        def pipe_data_received(self, fd: int, data: bytes) -> None:
+            self.seen["pipe_data_received"] = where.get()
+
+        def process_exited(self) -> None:
+            self.seen["process_exited"] = where.get()
+
+        def connection_lost(self, exc: Optional[BaseException]) -> None:
+            self.seen["connection_lost"] = where.get()
+            self.lost.set_result(None)
+
+    async def main() -> dict[str, str]:
+        where.set("creator")
+        transport, proto = await loop.subprocess_exec(
+            Recorder, sys.executable, "-c", "print('hi')", stdin=None
+        )
+        await proto.lost
+        transport.close()
+        return proto.seen
+
+    seen = run_within(loop, main())
+    assert seen == {name: "creator" for name in
+                    ["connection_made", "pipe_data_received", "process_exited", "connection_lost"]}

@@ -52,15 +52,16 @@ test: test-rust test-python
 # newest (3.9, 3.13; on 3.13 that includes CPython's test_asyncio selection), and CPython's
 # selection on 3.12. Each gets its own virtualenv (.venv-3.X) and cargo target dir; the first
 # run builds three extensions (~15 min on 2 cores), later ones only test (~5 min). Interpreters
-# are taken from PATH (python3.X) or pyenv. Not part of `make test`: see README.
+# are taken from pyenv, else PATH (python3.X). Not part of `make test`: see README.
 TEST_PYTHONS ?= 3.9:all 3.12:cpython 3.13:all
 PYENV_ROOT ?= $(HOME)/.pyenv
 
 test-pythons: $(STAMP)
 	@set -e; for spec in $(TEST_PYTHONS); do \
 	  v=$${spec%%:*}; what=$${spec#*:}; venv=$(CURDIR)/.venv-$$v; \
-	  py=$$(command -v python$$v || ls -d $(PYENV_ROOT)/versions/$$v.*/bin/python 2>/dev/null | tail -n 1); \
-	  test -n "$$py" || { echo "no Python $$v found"; exit 1; }; \
+	  py=$$(ls -d $(PYENV_ROOT)/versions/$$v.*/bin/python 2>/dev/null | tail -n 1); \
+	  test -n "$$py" || py=$$(command -v python$$v); \
+	  $$py -c "" 2>/dev/null || { echo "no Python $$v found"; exit 1; }; \
 	  echo "== Python $$v ($$py): $$what"; \
 	  test -x $$venv/bin/python || $$py -m venv $$venv; \
 	  $$venv/bin/python -m pip install -q --upgrade pip; \

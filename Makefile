@@ -57,7 +57,7 @@ TEST_PYTHONS ?= 3.9:all 3.12:cpython 3.13:all
 PYENV_ROOT ?= $(HOME)/.pyenv
 
 test-pythons: $(STAMP)
-	@set -e; for spec in $(TEST_PYTHONS); do \
+	@set -e; failed=""; for spec in $(TEST_PYTHONS); do \
 	  v=$${spec%%:*}; what=$${spec#*:}; venv=$(CURDIR)/.venv-$$v; \
 	  py=$$(ls -d $(PYENV_ROOT)/versions/$$v.*/bin/python 2>/dev/null | tail -n 1); \
 	  test -n "$$py" || py=$$(command -v python$$v); \
@@ -68,9 +68,10 @@ test-pythons: $(STAMP)
 	  $$venv/bin/python -m pip install -q -r requirements-dev.txt; \
 	  VIRTUAL_ENV=$$venv PYO3_PYTHON=$$venv/bin/python PATH=$$venv/bin:$$PATH \
 	    CARGO_TARGET_DIR=$(CURDIR)/target/py$$v $$venv/bin/maturin develop --release -q; \
-	  if [ "$$what" = all ]; then $$venv/bin/python -m pytest -q -p no:cacheprovider; \
-	  else $$venv/bin/python -m pytest -q -p no:cacheprovider tests/test_cpython_asyncio.py; fi; \
-	done
+	  if [ "$$what" = all ]; then tests=; else tests=tests/test_cpython_asyncio.py; fi; \
+	  $$venv/bin/python -m pytest -q -p no:cacheprovider $$tests || failed="$$failed $$v"; \
+	done; \
+	test -z "$$failed" || { echo "failed on Python$$failed"; exit 1; }
 
 # uvloop's own test suite run against our loop (opt-in, not part of `make test`, ~5 min):
 # its sdist (the tests are not in the wheel) is downloaded into a git-ignored folder.

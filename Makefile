@@ -27,7 +27,7 @@ export PYO3_PYTHON = $(abspath $(VPY))
 export VIRTUAL_ENV = $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv build test test-rust test-python bench lint wheels check-wheels check-sdist
+.PHONY: venv build test test-rust test-python test-pythons test-uvloop-suite bench lint wheels check-wheels check-sdist
 
 $(STAMP): requirements-dev.txt
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,45 @@ test-python: build
 	$(VPY) -m pytest -q
 
 test: test-rust test-python
+
+# The other supported Pythons (3.11 is `make test`'s): the project's tests on the oldest and
+# newest (3.9, 3.13; on 3.13 that includes CPython's test_asyncio selection), and CPython's
+# selection on 3.12. Each gets its own virtualenv (.venv-3.X) and cargo target dir; the first
+# run builds three extensions (~15 min on 2 cores), later ones only test (~5 min). Interpreters
+# are taken from pyenv, else PATH (python3.X). Not part of `make test`: see README.
+TEST_PYTHONS ?= 3.9:all 3.12:cpython 3.13:all
+PYENV_ROOT ?= $(HOME)/.pyenv
+
+test-pythons: $(STAMP)
+	@set -e; failed=""; for spec in $(TEST_PYTHONS); do \
+	  v=$${spec%%:*}; what=$${spec#*:}; venv=$(CURDIR)/.venv-$$v; \
+	  py=$$(ls -d $(PYENV_ROOT)/versions/$$v.*/bin/python 2>/dev/null | tail -n 1); \
+	  test -n "$$py" || py=$$(command -v python$$v); \
+	  $$py -c "" 2>/dev/null || { echo "no Python $$v found"; exit 1; }; \
+	  echo "== Python $$v ($$py): $$what"; \
+	  test -x $$venv/bin/python || $$py -m venv $$venv; \
+	  $$venv/bin/python -m pip install -q --upgrade pip; \
+	  $$venv/bin/python -m pip install -q -r requirements-dev.txt; \
+	  VIRTUAL_ENV=$$venv PYO3_PYTHON=$$venv/bin/python PATH=$$venv/bin:$$PATH \
+	    CARGO_TARGET_DIR=$(CURDIR)/target/py$$v $$venv/bin/maturin develop --release -q; \
+	  if [ "$$what" = all ]; then tests=; else tests=tests/test_cpython_asyncio.py; fi; \
+	  $$venv/bin/python -m pytest -q -p no:cacheprovider $$tests || failed="$$failed $$v"; \
+	done; \
+	test -z "$$failed" || { echo "failed on Python$$failed"; exit 1; }
+
+# uvloop's own test suite run against our loop (opt-in, not part of `make test`, ~5 min):
+# its sdist (the tests are not in the wheel) is downloaded into a git-ignored folder.
+UVLOOP_SUITE_VERSION := 0.23.0
+UVLOOP_SUITE_DIR := .uvloop-suite/uvloop-$(UVLOOP_SUITE_VERSION)
+
+$(UVLOOP_SUITE_DIR)/tests:
+	mkdir -p .uvloop-suite
+	$(VPY) -m pip download -q --no-binary :all: --no-deps -d .uvloop-suite uvloop==$(UVLOOP_SUITE_VERSION)
+	tar -xzf .uvloop-suite/uvloop-$(UVLOOP_SUITE_VERSION).tar.gz -C .uvloop-suite
+
+test-uvloop-suite: build $(UVLOOP_SUITE_DIR)/tests
+	$(VPY) -m pip install -q -r tests/uvloop_suite/requirements.txt
+	UVLOOP_SUITE_DIR=$(abspath $(UVLOOP_SUITE_DIR))/tests $(VPY) -m pytest -q -p no:cacheprovider tests/uvloop_suite/uvloop_suite.py -s
 
 bench: build
 	$(VPY) -m monitored_ioloop.bench --quick

@@ -523,20 +523,22 @@ impl Loop {
             "add_writer"
         };
         Self::check_schedule(slf, &callback, method, false)?;
-        Self::watch_fd(slf, fileobj_to_fd(fd)?, callback, args, which)
+        Self::watch_fd(slf, fileobj_to_fd(fd)?, callback, args, which, None)
     }
 
-    /// Registers `callback(*args)` as the reader or writer of `fd` (no argument checks).
+    /// Registers `callback(*args)` as the reader or writer of `fd` (no argument checks), run
+    /// in `context` (None: a copy of the current one).
     pub(crate) fn watch_fd(
         slf: &Bound<'_, Self>,
         fd: i32,
         callback: Bound<'_, PyAny>,
         args: Bound<'_, PyTuple>,
         which: i32,
+        context: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
         let this = slf.get();
-        let inner = this.new_callback(py, callback, args, None)?;
+        let inner = this.new_callback(py, callback, args, context)?;
         let handle = Py::new(py, Handle { inner })?;
         let replaced = {
             let mut uv = this.uv.lock(py);

@@ -72,6 +72,9 @@ pub struct StreamCore {
     /// The Python transport this is the core of (its cold paths are called on it).
     transport: Py<PyAny>,
     fd: i32,
+    /// The `contextvars.Context` the protocol's callbacks run in (uvloop's rule: the one
+    /// current when the connection was made, copied), so the fd watchers' handles run in it.
+    context: Py<PyAny>,
     state: Mutex<State>,
     /// Counted in the loop's open transports until detached (or dropped).
     counted: AtomicBool,
@@ -128,6 +131,22 @@ impl StreamCore {
             callback,
             PyTuple::empty(py),
             WRITABLE,
+            Some(this.context.bind(py)),
+        )?;
+        Ok(())
+    }
+
+    fn start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let callback = slf.getattr(intern!(py, "_read_ready"))?;
+        Loop::watch_fd(
+            this.event_loop.bind(py),
+            this.fd,
+            callback,
+            PyTuple::empty(py),
+            READABLE,
+            Some(this.context.bind(py)),
         )?;
         Ok(())
     }
@@ -140,14 +159,17 @@ impl StreamCore {
         event_loop: &Bound<'_, PyAny>,
         sock: &Bound<'_, PyAny>,
         transport: Bound<'_, PyAny>,
+        context: Bound<'_, PyAny>,
     ) -> PyResult<Self> {
         let event_loop = event_loop.downcast::<Loop>()?.clone().unbind();
         let fd: i32 = sock.call_method0(intern!(sock.py(), "fileno"))?.extract()?;
+        let context = crate::context::resolve(sock.py(), Some(&context))?;
         event_loop.get().transport_opened();
         Ok(StreamCore {
             event_loop,
             transport: transport.unbind(),
             fd,
+            context,
             state: Mutex::new(State {
                 protocol: None,
                 protocol_type: None,
@@ -172,6 +194,7 @@ impl StreamCore {
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.event_loop)?;
         visit.call(&self.transport)?;
+        visit.call(&self.context)?;
         if let Ok(state) = self.state.try_lock() {
             visit.call(&state.protocol)?;
             visit.call(&state.protocol_type)?;
@@ -189,11 +212,20 @@ impl StreamCore {
                 .map(Bound::unbind)
                 .map_err(PyErr::from)
         })?;
-        let buffered = protocol.is_instance(buffered_type.bind(py))?;
+        // As uvloop: a protocol with `get_buffer` is read as a buffered one, subclass of
+        // `asyncio.BufferedProtocol` or not.
+        let buffered = !protocol.is_none()
+            && (protocol.is_instance(buffered_type.bind(py))?
+                || protocol.hasattr(intern!(py, "get_buffer"))?);
+        // A protocol without `data_received` fails at its first read (a fatal error there, as
+        // asyncio), not here: this runs inside the transport's constructor.
         let data_received = if buffered || protocol.is_none() {
             None
         } else {
-            Some(protocol.getattr(intern!(py, "data_received"))?.unbind())
+            protocol
+                .getattr(intern!(py, "data_received"))
+                .ok()
+                .map(Bound::unbind)
         };
         let protocol_type = (!protocol.is_none()).then(|| protocol.get_type().unbind());
         let old = {
@@ -261,7 +293,6 @@ impl StreamCore {
     }
 
     fn resume_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
         let this = slf.get();
         {
             let mut state = this.state();
@@ -270,33 +301,51 @@ impl StreamCore {
             }
             state.paused = false;
         }
-        let callback = slf.getattr(intern!(py, "_read_ready"))?;
-        Loop::watch_fd(
-            this.event_loop.bind(py),
-            this.fd,
-            callback,
-            PyTuple::empty(py),
-            READABLE,
-        )?;
-        Ok(())
+        Self::start_reading(slf)
+    }
+
+    /// Starts watching for reads (the transport calls it once the protocol is connected).
+    fn _start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
+        if !slf.get().is_reading() {
+            return Ok(());
+        }
+        Self::start_reading(slf)
+    }
+
+    /// The context the protocol's callbacks run in.
+    #[getter]
+    fn _context(&self, py: Python<'_>) -> Py<PyAny> {
+        self.context.clone_ref(py)
     }
 
     /// The reader callback: one read, handed to the protocol.
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let data_received = {
+        let (data_received, buffered) = {
             let state = this.state();
             if state.conn_lost > 0 {
                 return Ok(());
             }
             if state.buffered {
-                None
+                (None, true)
             } else {
-                state.data_received.as_ref().map(|d| d.clone_ref(py))
+                (state.data_received.as_ref().map(|d| d.clone_ref(py)), false)
             }
         };
         let Some(data_received) = data_received else {
+            if !buffered {
+                let protocol = this.state().protocol.as_ref().map(|p| p.clone_ref(py));
+                if let Some(protocol) = protocol {
+                    if let Err(err) = protocol.bind(py).getattr(intern!(py, "data_received")) {
+                        return Self::fatal(
+                            slf,
+                            err,
+                            "Fatal error: protocol.data_received() call failed.",
+                        );
+                    }
+                }
+            }
             this.transport
                 .bind(py)
                 .call_method0(intern!(py, "_read_ready__get_buffer"))?;

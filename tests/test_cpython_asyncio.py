@@ -161,6 +161,8 @@ class RunnerTests(_RunnersOnNativeLoop, test_runners.RunnerTests):
 
 SELECTED: list[tuple[str, type[unittest.TestCase]]] = [
     ("test_events.EventLoopTests", EventLoopTests),
+    # Mostly asyncio.Handle on a mocked loop; test_handle_source_traceback takes ours.
+    ("test_events.HandleTests", test_events.HandleTests),
     ("test_events.TestPyGetEventLoop", test_events.TestPyGetEventLoop),
     ("test_events.TestCGetEventLoop", test_events.TestCGetEventLoop),
     ("test_base_events.RunningLoopTests", test_base_events.RunningLoopTests),

@@ -498,3 +498,54 @@ def test_creating_and_closing_loops_leaks_no_descriptors() -> None:
         use_a_loop()
     settle()
     assert open_fd_count() <= before + 2
+
+
+# -- as uvloop: the cases its test suite pins ----------------------------------------------------
+
+
+async def udp_endpoint(loop: Loop, **kwargs: Any) -> asyncio.DatagramTransport:
+    transport, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=(LOCALHOST, 0), family=socket.AF_INET, **kwargs
+    )
+    return transport
+
+
+@pytest.mark.parametrize("address", [("localhost", 80), ("::1", 80)], ids=["name", "ipv6"])
+def test_udp_sendto_an_address_that_is_no_ip_of_the_family_raises_value_error(
+    loop: Loop, address: tuple[str, int]
+) -> None:
+    async def main() -> None:
+        transport = await udp_endpoint(loop)
+        try:
+            with pytest.raises(ValueError, match="family mismatch or a DNS lookup"):
+                transport.sendto(b"x", address)
+        finally:
+            transport.close()
+
+    run_within(loop, main())
+
+
+def test_udp_sendto_after_close_is_dropped_without_an_error(loop: Loop) -> None:
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+
+    async def main() -> None:
+        transport = await udp_endpoint(loop)
+        transport.close()
+        transport.sendto(b"x", (LOCALHOST, 9))
+        await asyncio.sleep(0.01)
+        transport.sendto(b"x", (LOCALHOST, 9))
+
+    run_within(loop, main())
+    assert reported == []
+
+
+def test_udp_reuse_address_true_raises_value_error(loop: Loop) -> None:
+    with pytest.raises(ValueError, match="reuse_address"):
+        run_within(loop, udp_endpoint(loop, reuse_address=True))
+
+
+def test_udp_reuse_address_false_warns_deprecation(loop: Loop) -> None:
+    with pytest.warns(DeprecationWarning):
+        transport = run_within(loop, udp_endpoint(loop, reuse_address=False))
+    transport.close()

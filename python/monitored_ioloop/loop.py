@@ -10,7 +10,9 @@ view of the native watchers (its transports' reprs read it)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import os
 import selectors
 import signal
 import socket
@@ -19,11 +21,13 @@ import threading
 import warnings
 import weakref
 from asyncio import coroutines, events
+from asyncio.log import logger
 from collections.abc import Iterator, Mapping
 from contextvars import Context, copy_context
 from typing import Any, Callable, Optional
 
 from monitored_ioloop import _native
+from monitored_ioloop.datagram import DatagramTransport
 from monitored_ioloop.monitoring import LoopSnapshot, MonitorCallback, WatchdogReport
 from monitored_ioloop.transports import SocketTransport
 
@@ -40,6 +44,9 @@ _STREAM_FAMILIES = tuple(
 )
 
 _SignalEntry = tuple[Callable[..., object], tuple[Any, ...], Context]
+
+#: create_datagram_endpoint's reuse_address when not given (asyncio 3.11+ dropped the name).
+_UNSET: Any = object()
 
 
 def _wake_waiter(waiter: asyncio.Future[None]) -> None:
@@ -147,6 +154,12 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         self._saved_wakeup_fd: Optional[int] = None
         self._wakeup_installed = False
         self._running_on_main = False
+        # Sockets a pending sock_* operation holds (see _holding), with how many times.
+        self._held_sockets: dict[socket.socket, int] = {}
+        # Listening unix sockets to remove on close (cleanup_socket=, before 3.13): inode.
+        self._unix_socket_files: dict[socket.socket, int] = {}
+        # Subprocesses being created: id(protocol) -> (protocol, the creator's context).
+        self._subprocess_contexts: dict[int, tuple[Any, Context]] = {}
         if monitor_callback is not None:
             self.set_monitor_callback(monitor_callback)
         self._watchdog: Optional[Any] = None
@@ -207,48 +220,174 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             sock, protocol, waiter, extra=extra, server=server
         )
 
+    def _make_datagram_transport(
+        self,
+        sock: socket.socket,
+        protocol: asyncio.BaseProtocol,
+        address: Any = None,
+        waiter: Optional[asyncio.Future[Any]] = None,
+        extra: Optional[dict[str, Any]] = None,
+    ) -> asyncio.DatagramTransport:
+        return DatagramTransport(self, sock, protocol, address, waiter, extra)
+
+    if sys.version_info >= (3, 11):
+
+        async def create_datagram_endpoint(  # type: ignore[override]
+            self,
+            protocol_factory: Callable[[], asyncio.BaseProtocol],
+            local_addr: Any = None,
+            remote_addr: Any = None,
+            *,
+            reuse_address: Any = _UNSET,
+            **kwargs: Any,
+        ) -> tuple[asyncio.DatagramTransport, asyncio.BaseProtocol]:
+            # As asyncio 3.8-3.10 and uvloop: the parameter is still accepted, True refused
+            # (SO_REUSEADDR on UDP lets another process steal the port's datagrams).
+            if reuse_address is not _UNSET:
+                if reuse_address:
+                    raise ValueError(
+                        "Passing `reuse_address=True` is no longer supported, as the usage "
+                        "of SO_REUSEPORT in UDP poses a significant security concern."
+                    )
+                warnings.warn(
+                    "The *reuse_address* parameter has been deprecated as of 3.8 and "
+                    "is ignored.",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+            return await super().create_datagram_endpoint(
+                protocol_factory, local_addr, remote_addr, **kwargs
+            )
+
+    # -- unix servers: cleanup_socket= (asyncio 3.13) on every version ------------------------
+
+    if sys.version_info < (3, 13):
+
+        async def create_unix_server(  # type: ignore[override]
+            self,
+            protocol_factory: Callable[[], asyncio.BaseProtocol],
+            path: Any = None,
+            *,
+            cleanup_socket: bool = False,
+            **kwargs: Any,
+        ) -> asyncio.AbstractServer:
+            """asyncio's, plus 3.13's ``cleanup_socket``: when true, closing the server removes
+            its socket file (if it is still the one the server bound). Off by default here,
+            as this Python's asyncio never removes it."""
+            server = await super().create_unix_server(protocol_factory, path, **kwargs)
+            if cleanup_socket:
+                for sock in server._sockets:  # type: ignore[attr-defined]
+                    name = sock.getsockname()
+                    if name and name[0] not in (0, "\x00"):  # not an abstract name
+                        with contextlib.suppress(FileNotFoundError):
+                            self._unix_socket_files[sock] = os.stat(name).st_ino
+            return server
+
+        def _stop_serving(self, sock: socket.socket) -> None:
+            inode = self._unix_socket_files.pop(sock, None)
+            path = sock.getsockname() if inode is not None else None
+            super()._stop_serving(sock)  # type: ignore[misc]
+            if path is not None:
+                try:
+                    if os.stat(path).st_ino == inode:
+                        os.unlink(path)
+                except FileNotFoundError:
+                    pass
+                except OSError as err:
+                    logger.error("Unable to clean up listening UNIX socket %r: %r", path, err)
+
+    # -- subprocesses: the exit is reported in the creator's context (as uvloop) --------------
+
+    async def _make_subprocess_transport(
+        self, protocol: asyncio.BaseProtocol, *args: Any, **kwargs: Any
+    ) -> Any:
+        self._subprocess_contexts[id(protocol)] = (protocol, copy_context())
+        try:
+            return await super()._make_subprocess_transport(  # type: ignore[misc]
+                protocol, *args, **kwargs
+            )
+        except BaseException:
+            self._subprocess_contexts.pop(id(protocol), None)
+            raise
+
+    def _child_watcher_callback(self, pid: int, returncode: int, transp: Any) -> None:
+        # Called from the child watcher's thread (or the pidfd reader): asyncio would run
+        # process_exited, and connection_lost after it, in that thread's context.
+        entry = self._subprocess_contexts.pop(id(transp._protocol), None)
+        context = entry[1] if entry is not None and entry[0] is transp._protocol else None
+        self.call_soon_threadsafe(transp._process_exited, returncode, context=context)
+
     # -- sockets: asyncio's implementations, with blocking sockets always refused (as uvloop) ---
+    # While an operation waits on a socket the loop holds it, as uvloop does: ``sock.close()``
+    # from the user then only marks it closed (socket.socket's own io-reference count, the one
+    # ``makefile()`` uses), and the descriptor is really closed when the operation ends, or
+    # when the loop is closed. So a close never pulls a descriptor out from under a watcher
+    # (which would report EBADF later, or watch a recycled number).
 
     @staticmethod
     def _check_nonblocking(sock: socket.socket) -> None:
         if sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
 
-    async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
+    @contextlib.contextmanager
+    def _holding(self, sock: socket.socket) -> Iterator[None]:
         self._check_nonblocking(sock)
-        return await super().sock_recv(sock, n)
+        # socket.socket keeps the count in _io_refs (a stand-in object may have none).
+        held = type(getattr(sock, "_io_refs", None)) is int
+        if held:
+            sock._io_refs += 1  # type: ignore[attr-defined]
+            self._held_sockets[sock] = self._held_sockets.get(sock, 0) + 1
+        try:
+            yield
+        finally:
+            if held:
+                self._release_socket(sock)
+
+    def _release_socket(self, sock: socket.socket, times: int = 1) -> None:
+        count = self._held_sockets.get(sock, 0)
+        times = min(times, count)  # the loop's close may have released it already
+        if count - times:
+            self._held_sockets[sock] = count - times
+        else:
+            self._held_sockets.pop(sock, None)
+        for _ in range(times):
+            sock._decref_socketios()  # type: ignore[attr-defined]
+
+    async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
+        with self._holding(sock):
+            return await super().sock_recv(sock, n)
 
     async def sock_recv_into(self, sock: socket.socket, buf: Any) -> int:
-        self._check_nonblocking(sock)
-        return await super().sock_recv_into(sock, buf)
+        with self._holding(sock):
+            return await super().sock_recv_into(sock, buf)
 
     async def sock_sendall(self, sock: socket.socket, data: Any) -> None:
-        self._check_nonblocking(sock)
-        return await super().sock_sendall(sock, data)
+        with self._holding(sock):
+            return await super().sock_sendall(sock, data)
 
     async def sock_connect(self, sock: socket.socket, address: Any) -> None:
-        self._check_nonblocking(sock)
-        return await super().sock_connect(sock, address)
+        with self._holding(sock):
+            return await super().sock_connect(sock, address)
 
     async def sock_accept(self, sock: socket.socket) -> tuple[socket.socket, Any]:
-        self._check_nonblocking(sock)
-        return await super().sock_accept(sock)
+        with self._holding(sock):
+            return await super().sock_accept(sock)
 
     if sys.version_info >= (3, 11):
 
         async def sock_recvfrom(self, sock: socket.socket, bufsize: int) -> tuple[bytes, Any]:
-            self._check_nonblocking(sock)
-            return await super().sock_recvfrom(sock, bufsize)
+            with self._holding(sock):
+                return await super().sock_recvfrom(sock, bufsize)
 
         async def sock_recvfrom_into(
             self, sock: socket.socket, buf: Any, nbytes: int = 0
         ) -> tuple[int, Any]:
-            self._check_nonblocking(sock)
-            return await super().sock_recvfrom_into(sock, buf, nbytes)
+            with self._holding(sock):
+                return await super().sock_recvfrom_into(sock, buf, nbytes)
 
         async def sock_sendto(self, sock: socket.socket, data: Any, address: Any) -> int:
-            self._check_nonblocking(sock)
-            return await super().sock_sendto(sock, data, address)
+            with self._holding(sock):
+                return await super().sock_sendto(sock, data, address)
 
     else:  # asyncio gained these in 3.11
 
@@ -269,20 +408,20 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
                     remove(fd)
 
         async def sock_recvfrom(self, sock: socket.socket, bufsize: int) -> tuple[bytes, Any]:
-            self._check_nonblocking(sock)
-            return await self._sock_io(sock, False, lambda: sock.recvfrom(bufsize))  # type: ignore[no-any-return]
+            with self._holding(sock):
+                return await self._sock_io(sock, False, lambda: sock.recvfrom(bufsize))  # type: ignore[no-any-return]
 
         async def sock_recvfrom_into(
             self, sock: socket.socket, buf: Any, nbytes: int = 0
         ) -> tuple[int, Any]:
-            self._check_nonblocking(sock)
-            return await self._sock_io(  # type: ignore[no-any-return]
-                sock, False, lambda: sock.recvfrom_into(buf, nbytes)
-            )
+            with self._holding(sock):
+                return await self._sock_io(  # type: ignore[no-any-return]
+                    sock, False, lambda: sock.recvfrom_into(buf, nbytes)
+                )
 
         async def sock_sendto(self, sock: socket.socket, data: Any, address: Any) -> int:
-            self._check_nonblocking(sock)
-            return await self._sock_io(sock, True, lambda: sock.sendto(data, address))  # type: ignore[no-any-return]
+            with self._holding(sock):
+                return await self._sock_io(sock, True, lambda: sock.sendto(data, address))  # type: ignore[no-any-return]
 
     # -- debug --------------------------------------------------------------------------------
 
@@ -331,6 +470,10 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             self._watchdog.stop()
         self._close_native()
         self._closed = True
+        # Operations still pending let go of their sockets (a socket the user closed meanwhile
+        # is really closed now).
+        for sock, count in list(self._held_sockets.items()):
+            self._release_socket(sock, count)
         # As asyncio's selector loop: transports' reprs then say "open" rather than ask.
         self._selector = None
         for sig in list(self._signal_handlers):

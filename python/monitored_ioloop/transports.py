@@ -7,6 +7,7 @@ protocol, extra info, BufferedProtocol reads, sendfile support. It is an ``async
 
 from __future__ import annotations
 
+import contextvars
 import socket
 import sys
 import warnings
@@ -20,6 +21,8 @@ __all__ = ["SocketTransport"]
 
 
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+#: Reads one readiness event may do for a BufferedProtocol (libuv's figure).
+_READS_PER_EVENT = 32
 
 
 def _core_attribute(name: str) -> Any:
@@ -32,6 +35,20 @@ def _core_attribute(name: str) -> Any:
         setattr(self._core, name, value)
 
     return property(get, set)
+
+
+class _TransportSocket(trsock.TransportSocket):
+    """asyncio's socket view, with a repr that names family and type (``AF_UNIX``, as uvloop's;
+    asyncio's shows their numbers since enums format as ints, 3.11+)."""
+
+    def __repr__(self) -> str:
+        text = super().__repr__()
+        family, kind = self.family, self.type
+        return text.replace(
+            f"family={family!s}, type={kind!s},",
+            f"family={getattr(family, 'name', family)}, type={getattr(kind, 'name', kind)},",
+            1,
+        )
 
 
 class SocketTransport(transports._FlowControlMixin):
@@ -66,7 +83,11 @@ class SocketTransport(transports._FlowControlMixin):
         extra: Optional[dict[str, Any]] = None,
         server: Optional[Any] = None,
     ) -> None:
-        core = _native.StreamCore(loop, sock, self)
+        # As uvloop: the protocol's callbacks all run in a copy of the context current when
+        # the connection was made (create_connection's caller; for a server, the context of
+        # create_server, copied per connection).
+        self._context: contextvars.Context = contextvars.copy_context()
+        core = _native.StreamCore(loop, sock, self, self._context)
         self._core = core
         # The hot methods are the core's own, bound on the instance: no Python frame between
         # the protocol and the socket.
@@ -82,7 +103,7 @@ class SocketTransport(transports._FlowControlMixin):
         self._sock_fd = core._sock_fd
         super().__init__(extra, loop)
         self._extra: dict[str, Any] = dict(extra) if extra else {}
-        self._extra["socket"] = trsock.TransportSocket(sock)
+        self._extra["socket"] = _TransportSocket(sock)
         try:
             self._extra["sockname"] = sock.getsockname()
         except OSError:
@@ -106,8 +127,8 @@ class SocketTransport(transports._FlowControlMixin):
             # too for a stream socket, and uvloop sets it for every TCP socket.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.set_protocol(protocol)
-        loop.call_soon(protocol.connection_made, self)
-        loop.call_soon(self._start_reading)
+        loop.call_soon(protocol.connection_made, self, context=self._context)
+        loop.call_soon(self._start_reading, context=self._context)
         if waiter is not None:
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)  # type: ignore[attr-defined]
 
@@ -133,8 +154,7 @@ class SocketTransport(transports._FlowControlMixin):
         return self._extra.get(name, default)
 
     def _start_reading(self) -> None:
-        if self.is_reading():
-            self._loop._add_reader(self._sock_fd, self._read_ready)
+        self._core._start_reading()
 
     # -- closing ------------------------------------------------------------------------------
 
@@ -146,7 +166,7 @@ class SocketTransport(transports._FlowControlMixin):
         if not self.get_write_buffer_size():
             self._conn_lost += 1
             self._loop._remove_writer(self._sock_fd)
-            self._loop.call_soon(self._call_connection_lost, None)
+            self._loop.call_soon(self._call_connection_lost, None, context=self._context)
 
     def abort(self) -> None:
         self._force_close(None)
@@ -178,7 +198,7 @@ class SocketTransport(transports._FlowControlMixin):
             self._closing = True
             self._loop._remove_reader(self._sock_fd)
         self._conn_lost += 1
-        self._loop.call_soon(self._call_connection_lost, exc)
+        self._loop.call_soon(self._call_connection_lost, exc, context=self._context)
 
     def _call_connection_lost(self, exc: Optional[BaseException]) -> None:
         try:
@@ -193,6 +213,9 @@ class SocketTransport(transports._FlowControlMixin):
                 self._core._detach()
                 self._sock.close()
                 self._sock = None
+                # As uvloop: a closed transport has no socket to show (asyncio would hand out
+                # the closed one).
+                self._extra["socket"] = None
             self._protocol = None
             self._loop = None
             server = self._server
@@ -206,8 +229,17 @@ class SocketTransport(transports._FlowControlMixin):
     # -- reading ------------------------------------------------------------------------------
 
     def _read_ready__get_buffer(self) -> None:
-        if self._conn_lost:
-            return
+        # As libuv (so uvloop) reads a stream: on until the socket has nothing more, at most
+        # _READS_PER_EVENT times, so a peer that sent its last bytes and hung up is read to
+        # the end, EOF included, in one event.
+        for _ in range(_READS_PER_EVENT):
+            if self._conn_lost or self._closing or self._paused:
+                return
+            if not self._read_once_into_buffer():
+                return
+
+    def _read_once_into_buffer(self) -> bool:
+        """One read into the protocol's buffer; False when there is nothing more to read now."""
         try:
             buf = self._protocol.get_buffer(-1)
             if not len(buf):
@@ -215,27 +247,32 @@ class SocketTransport(transports._FlowControlMixin):
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
-            return
+            # As uvloop: the protocol hears of it as one RuntimeError, the cause chained.
+            error = RuntimeError("unhandled error (or an empty buffer) in get_buffer()")
+            error.__cause__ = exc
+            self._fatal_error(error, "Fatal error: protocol.get_buffer() call failed.")
+            return False
         assert self._sock is not None
         try:
             nbytes = self._sock.recv_into(buf)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
             self._fatal_error(exc, "Fatal read error on socket transport")
-            return
+            return False
         if not nbytes:
             self._read_ready__on_eof()
-            return
+            return False
         try:
             self._protocol.buffer_updated(nbytes)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
             self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+            return False
+        return True
 
     def _read_ready__on_eof(self) -> None:
         if self._loop.get_debug():
@@ -282,7 +319,8 @@ class SocketTransport(transports._FlowControlMixin):
             return
         self._protocol_paused = True
         try:
-            self._protocol.pause_writing()
+            # A copy: this runs inside the caller's write(), maybe in the context itself.
+            self._context.copy().run(self._protocol.pause_writing)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -295,7 +333,7 @@ class SocketTransport(transports._FlowControlMixin):
         if self._protocol_paused and self.get_write_buffer_size() <= self._low_water:
             self._protocol_paused = False
             try:
-                self._protocol.resume_writing()
+                self._context.copy().run(self._protocol.resume_writing)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:

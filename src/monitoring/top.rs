@@ -48,6 +48,9 @@ const RECENT: usize = 64;
 /// Python call each, so bounded: a service whose handler was slow once does not pay for it on
 /// every request from then on).
 const WATCHED_STEPS: u32 = 256;
+/// A `recent` slot that names no key (0 could be one, and the cache would then point at an
+/// entry that is gone).
+const NO_RECENT: (usize, usize) = (usize::MAX, 0);
 
 pub struct TopCallbacks {
     entries: Vec<(usize, TopEntry)>,
@@ -64,8 +67,7 @@ impl Default for TopCallbacks {
         TopCallbacks {
             entries: Vec::new(),
             index: PtrMap::default(),
-            // Key 0 is never looked up (no object lives at address 0).
-            recent: [(0, 0); RECENT],
+            recent: [NO_RECENT; RECENT],
             watched: PtrMap::default(),
         }
     }
@@ -127,7 +129,7 @@ impl TopCallbacks {
                 if let Some((moved, _)) = self.entries.get(position) {
                     self.index.insert(*moved, position);
                 }
-                self.recent = [(0, 0); RECENT];
+                self.recent = [NO_RECENT; RECENT];
                 evicted = Some(old.namer);
             }
         }

@@ -706,7 +706,10 @@ impl Loop {
             };
             let resume = match &key.task {
                 Some(task) if aggregates.borrow_mut().top.take_watch(key.id) => {
-                    slow::resume_point(task)
+                    let noted = slow::resume_point(task);
+                    // Noting it ran Python code: not part of the step's wall time.
+                    start = tick();
+                    noted
                 }
                 _ => None,
             };

@@ -245,7 +245,7 @@ def render(results: Dict[str, Any], loops: List[str]) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m monitored_ioloop.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter runs: about a minute and a half")
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter runs (~90 s)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 4, quick 2)")
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.add_argument("--loops", nargs="+", choices=available_loops(), default=None)

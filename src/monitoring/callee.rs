@@ -224,10 +224,9 @@ impl AttrCache {
 fn read_direct<'py>(obj: &Bound<'py, PyAny>, access: Access) -> Option<Bound<'py, PyAny>> {
     let py = obj.py();
     match access {
-        // SAFETY: the offset is that of an object member of `obj`'s exact type (checked
-        // when cached, from the type's own member definition), so it lies inside `obj`
-        // and holds NULL or a live object, which from_borrowed_ptr_or_opt takes a new
-        // reference to.
+        // The offset is that of an object member of `obj`'s exact type (checked when cached,
+        // from the type's own member definition).
+        // SAFETY: so it lies inside `obj` and holds NULL or a live object (new reference taken).
         Access::Member(offset) => unsafe {
             let slot = obj
                 .as_ptr()
@@ -236,10 +235,9 @@ fn read_direct<'py>(obj: &Bound<'py, PyAny>, access: Access) -> Option<Bound<'py
                 .cast::<*mut ffi::PyObject>();
             Bound::from_borrowed_ptr_or_opt(py, *slot)
         },
-        // SAFETY: the getter of a getset descriptor of `obj`'s exact type (checked when
-        // cached), called as getset_get would call it; the descriptor (and its closure) is
-        // kept alive by the cache. It returns a new reference, or NULL with an exception
-        // set, which from_owned_ptr_or_err takes as is.
+        // The getter of a getset descriptor of `obj`'s exact type (checked when cached), whose
+        // descriptor and closure the cache keeps alive; it returns a new reference or NULL.
+        // SAFETY: called as getset_get calls it; from_owned_ptr_or_err takes either result.
         Access::Getter(get, closure) => unsafe {
             Bound::from_owned_ptr_or_err(py, get(obj.as_ptr(), closure as *mut c_void)).ok()
         },
@@ -265,10 +263,9 @@ const OTHER_TYPES_KEPT: usize = 64;
 pub fn identify<'py>(callback: &Bound<'py, PyAny>) -> Callee<'py> {
     let py = callback.py();
     let ptr = callback.as_ptr();
-    // SAFETY: `ptr` is a live object for the whole call (the caller holds `callback`). Every
-    // pointer read below is borrowed from it and turned into an owned Bound (a new reference)
-    // before `callback` could be released; PyFunction_GetCode and PyMethod_* are only called
-    // on objects whose type was checked first, as their contracts require.
+    // `ptr` is live for the whole call (the caller holds `callback`); every pointer read below
+    // is borrowed from it and made an owned Bound before `callback` could be released.
+    // SAFETY: PyFunction_GetCode and PyMethod_* are only called on objects of checked type.
     unsafe {
         if ffi::PyFunction_Check(ptr) != 0 {
             return Callee::Code(Bound::from_borrowed_ptr(py, ffi::PyFunction_GetCode(ptr)));

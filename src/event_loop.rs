@@ -1268,15 +1268,16 @@ impl Loop {
 
     /// Totals over every dispatch so far, kept natively whether or not a monitor is set.
     fn dispatch_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let (m, wall, lag) = {
+        let (dispatches, errors, iterations, wall, lag) = {
             let agg = self.aggregates.get(py).borrow();
-            let (wall, lag) = agg.metrics.overall();
-            (agg.metrics.clone(), wall, lag)
+            let m = &agg.metrics;
+            let (wall, lag) = m.overall();
+            (m.dispatches(), m.errors(), m.iterations, wall, lag)
         };
         let d = PyDict::new(py);
-        d.set_item("dispatches", m.dispatches())?;
-        d.set_item("errors", m.errors())?;
-        d.set_item("iterations", m.iterations)?;
+        d.set_item("dispatches", dispatches)?;
+        d.set_item("errors", errors)?;
+        d.set_item("iterations", iterations)?;
         d.set_item("busy_time", wall.sum_ns as f64 * 1e-9)?;
         d.set_item("max_wall_time", wall.max_ns as f64 * 1e-9)?;
         d.set_item("total_lag", lag.sum_ns as f64 * 1e-9)?;

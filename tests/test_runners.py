@@ -39,15 +39,30 @@ def run_pytest(project: Path, files: dict[str, str]) -> subprocess.CompletedProc
     )
 
 
-def test_pytest_asyncio_runs_tests_on_the_loop(tmp_path: Path) -> None:
-    pytest.importorskip("pytest_asyncio")
-    out = run_pytest(tmp_path, {
-        "conftest.py": """
-            from monitored_ioloop.monitored_uvloop import new_event_loop
+# Newer pytest-asyncio releases declare a loop-factories hook; older ones (the last for Python 3.9
+# among them) choose the loop through their policy fixture. The docs show both.
+HOOK_CONFTEST = """
+    from monitored_ioloop.monitored_uvloop import new_event_loop
 
-            def pytest_asyncio_loop_factories(config, item):
-                return {"monitored_ioloop": new_event_loop}
-        """,
+    def pytest_asyncio_loop_factories(config, item):
+        return {"monitored_ioloop": new_event_loop}
+"""
+POLICY_CONFTEST = """
+    import pytest
+    from monitored_ioloop.monitored_uvloop import EventLoopPolicy
+
+    @pytest.fixture(scope="session")
+    def event_loop_policy():
+        return EventLoopPolicy()
+"""
+
+
+def test_pytest_asyncio_runs_tests_on_the_loop(tmp_path: Path) -> None:
+    plugin = pytest.importorskip("pytest_asyncio.plugin")
+    specs = getattr(plugin, "PytestAsyncioSpecs", None)
+    has_hook = hasattr(specs, "pytest_asyncio_loop_factories")
+    out = run_pytest(tmp_path, {
+        "conftest.py": HOOK_CONFTEST if has_hook else POLICY_CONFTEST,
         "test_it.py": """
             import pytest
             from check import running_on_our_loop

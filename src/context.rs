@@ -44,6 +44,15 @@ pub fn copy_current(py: Python<'_>) -> PyResult<Py<PyAny>> {
     unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContext_CopyCurrent()) }.map(Bound::unbind)
 }
 
+/// `contextvars.Context` exactly (it cannot be subclassed): the tasks' own `context=` on every
+/// step, checked without a lookup.
+#[inline]
+fn is_context(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: `obj` is a live object (borrowed for the call); the check compares its type
+    // pointer with `PyContext_Type`'s address and reads nothing else.
+    unsafe { ffi::PyContext_CheckExact(obj.as_ptr()) != 0 }
+}
+
 static CONTEXT_TYPE: GILOnceCell<Py<PyType>> = GILOnceCell::new();
 
 /// `context` as given by the caller, or a copy of the current one for `None`.
@@ -51,6 +60,7 @@ pub fn resolve(py: Python<'_>, context: Option<&Bound<'_, PyAny>>) -> PyResult<P
     match context {
         None => copy_current(py),
         Some(ctx) if ctx.is_none() => copy_current(py),
+        Some(ctx) if is_context(ctx) => Ok(ctx.clone().unbind()),
         Some(ctx) => {
             let ty = CONTEXT_TYPE.get_or_try_init(py, || {
                 py.import(intern!(py, "contextvars"))?

@@ -115,7 +115,16 @@ pub struct Loop {
     open_transports: AtomicUsize,
     signal_fd: AtomicI32,
     last_poll_tick: AtomicU64,
+    /// A batch is being dispatched: a `call_soon` from a callback is stamped ready when that
+    /// callback ends (the moment it could first run), from the clock read that ends its timing,
+    /// instead of reading the clock once more.
+    in_dispatch: AtomicBool,
+    /// Some entries of the ready queue wait for that stamp.
+    unstamped: AtomicBool,
 }
+
+/// `ready_tick` of an entry queued during a dispatch, until that dispatch ends.
+const UNSTAMPED: u64 = 0;
 
 static ASYNCIO_FUTURE: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
 static ASYNCIO_TASK: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
@@ -625,9 +634,17 @@ impl Loop {
         let inner = this.new_callback(py, callback, args, context)?;
         inner.set_queued(true);
         let handle = Py::new(py, Handle { inner })?;
+        // From a callback, it can first run when that callback ends: the dispatch stamps it
+        // then. Other threads (call_soon_threadsafe) and signals read the clock now.
+        let ready_tick = if kind == Kind::Callback && this.in_dispatch.load(Relaxed) {
+            this.unstamped.store(true, Relaxed);
+            UNSTAMPED
+        } else {
+            tick()
+        };
         let ready = Ready {
             entry: Entry::Soon(handle.clone_ref(py)),
-            ready_tick: tick(),
+            ready_tick,
             late_ns: 0,
             kind,
         };
@@ -644,12 +661,30 @@ impl Loop {
         }
     }
 
+    /// Stamps the entries a callback queued (at the back of the ready queue) with the tick its
+    /// dispatch ended at.
+    fn stamp_queued(&self, py: Python<'_>, ended: u64) {
+        self.unstamped.store(false, Relaxed);
+        let mut core = self.core.lock(py);
+        for ready in core.ready.iter_mut().rev() {
+            if ready.ready_tick != UNSTAMPED {
+                break;
+            }
+            ready.ready_tick = ended;
+        }
+    }
+
     fn run_once(slf: &Bound<'_, Self>) -> PyResult<()> {
         let this = slf.get();
         let timeout = this.wait_timeout_ms(slf.py());
         Self::poll_io(slf, timeout)?;
         let mut batch = this.take_batch(slf.py());
+        this.in_dispatch.store(true, Relaxed);
         let outcome = Self::dispatch(slf, &mut batch);
+        this.in_dispatch.store(false, Relaxed);
+        if this.unstamped.load(Relaxed) {
+            this.stamp_queued(slf.py(), tick());
+        }
         let mut core = this.core.lock(slf.py());
         if !batch.is_empty() {
             // Interrupted (KeyboardInterrupt/SystemExit): what did not run stays first in line.
@@ -716,12 +751,19 @@ impl Loop {
             this.probe.enter(start);
             let result = context::call_in_context(py, &cb.context, &callback, &args);
             let end = tick();
+            if this.unstamped.load(Relaxed) {
+                this.stamp_queued(py, end);
+            }
             let watchdog_reported = this.probe.exit();
             let wall_ns = ticks_to_ns(start, end);
             if watchdog_reported {
                 Self::watchdog_finished(slf, wall_ns);
             }
-            let lag_ns = ticks_to_ns(ready.ready_tick, start) + ready.late_ns;
+            // Still unstamped only if another thread queued it among a callback's entries.
+            let lag_ns = match ready.ready_tick {
+                UNSTAMPED => ready.late_ns,
+                queued => ticks_to_ns(queued, start) + ready.late_ns,
+            };
             let counted = !aggregating || {
                 let mut agg = aggregates.borrow_mut();
                 agg.metrics
@@ -954,6 +996,8 @@ impl Loop {
             open_transports: AtomicUsize::new(0),
             signal_fd: AtomicI32::new(-1),
             last_poll_tick: AtomicU64::new(0),
+            in_dispatch: AtomicBool::new(false),
+            unstamped: AtomicBool::new(false),
         })
     }
 

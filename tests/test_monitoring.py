@@ -110,6 +110,36 @@ def test_callback_behind_a_blocking_neighbour_reports_the_lag(
     assert BUSY_S <= state.loop_lag < BUSY_S + 0.05
 
 
+def test_lag_of_a_callback_scheduled_by_a_callback_counts_from_its_end(
+    monitored: Loop, reports: Reports
+) -> None:
+    # noop can first run when its creator ends, not while the creator still busy-waits.
+    def schedule_then_block() -> None:
+        monitored.call_soon(noop)
+        busy_wait(BUSY_S)
+        monitored.call_soon(monitored.stop)
+
+    monitored.call_soon(schedule_then_block)
+    monitored.run_forever()
+    (state,) = reports.named("noop")
+    assert 0 <= state.loop_lag < BUSY_S / 2
+
+
+def test_lag_of_a_callback_scheduled_by_a_callback_includes_its_neighbours(
+    monitored: Loop, reports: Reports
+) -> None:
+    # noop could run once `schedule` ended; the busy neighbour queued behind `schedule` held it.
+    def schedule() -> None:
+        monitored.call_soon(noop)
+        monitored.call_soon(monitored.stop)
+
+    monitored.call_soon(schedule)
+    monitored.call_soon(busy_wait, BUSY_S)
+    monitored.run_forever()
+    (state,) = reports.named("noop")
+    assert BUSY_S <= state.loop_lag < BUSY_S + 0.05
+
+
 def test_timer_lag_is_measured_from_its_deadline(any_monitored: Any, reports: Reports) -> None:
     def late_timer() -> None:
         pass

@@ -1228,6 +1228,9 @@ impl Loop {
                 "This event loop is already running",
             ));
         }
+        // The first iteration of a run always polls, as asyncio's does: a `run_until_complete`
+        // of a future already done still runs the I/O that is ready.
+        this.last_poll_tick.store(0, Relaxed);
         let outcome = loop {
             if let Err(err) = Self::run_once(slf) {
                 break Err(err);

@@ -101,6 +101,20 @@ class _NativeSelector(selectors.BaseSelector):
         return _WatcherMap(self)
 
 
+class _SignalWakeup:
+    """The loop's signal wake-up fd, in one attribute: a loop instance keeps few enough
+    attributes (CPython shares the keys of up to 30) for `loop.call_soon` to be looked up
+    without a dict probe."""
+
+    __slots__ = ("socks", "saved_fd", "installed", "running_on_main")
+
+    def __init__(self) -> None:
+        self.socks: Optional[tuple[socket.socket, socket.socket]] = None
+        self.saved_fd: Optional[int] = None
+        self.installed = False
+        self.running_on_main = False
+
+
 class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
     """An asyncio event loop on libuv, with every callback timed natively.
 
@@ -116,6 +130,21 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
       dispatch still running after this many seconds (logged on ``monitored_ioloop.watchdog``
       and passed to ``watchdog_callback``).
     """
+
+    # Every attribute asyncio's loop classes (3.9-3.13) and this class set lives in a slot, so
+    # the instance dict is never created and `loop.call_soon` is looked up by type alone
+    # (CPython's specialised method load; a dict, even a small one, costs a probe per call).
+    # An attribute set from outside (a test's mock) still goes to a dict, as before.
+    __slots__ = (
+        "_asyncgens", "_asyncgens_shutdown_called", "_clock_resolution", "_closed",
+        "_coroutine_origin_tracking_enabled", "_coroutine_origin_tracking_saved_depth",
+        "_csock", "_current_handle", "_debug", "_default_executor", "_exception_handler",
+        "_executor_shutdown_called", "_held_sockets", "_internal_fds", "_old_agen_hooks",
+        "_ready", "_scheduled", "_selector", "_signal_handlers", "_ssock", "_stopping",
+        "_subprocess_contexts", "_task_factory", "_thread_id", "_timer_cancelled_count",
+        "_transports", "_unix_server_sockets", "_unix_socket_files", "_wakeup", "_watchdog",
+        "slow_callback_duration",
+    )
 
     # mypy reads BaseEventLoop's private helpers from typeshed, which leaves them out.
     _set_coroutine_origin_tracking: Callable[[bool], None]
@@ -150,10 +179,7 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         asyncio.SelectorEventLoop.__init__(self, selector)
         selector._loop = weakref.ref(self)
         self._signal_handlers: dict[int, _SignalEntry] = {}
-        self._signal_socks: Optional[tuple[socket.socket, socket.socket]] = None
-        self._saved_wakeup_fd: Optional[int] = None
-        self._wakeup_installed = False
-        self._running_on_main = False
+        self._wakeup = _SignalWakeup()
         # Sockets a pending sock_* operation holds (see _holding), with how many times.
         self._held_sockets: dict[socket.socket, int] = {}
         # Listening unix sockets to remove on close (cleanup_socket=, before 3.13): inode.
@@ -479,10 +505,10 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         for sig in list(self._signal_handlers):
             self.remove_signal_handler(sig)
         self._update_wakeup_fd()
-        if self._signal_socks is not None:
-            for sock in self._signal_socks:
+        if self._wakeup.socks is not None:
+            for sock in self._wakeup.socks:
                 sock.close()
-            self._signal_socks = None
+            self._wakeup.socks = None
         self._executor_shutdown_called = True
         executor = self._default_executor
         if executor is not None:
@@ -498,7 +524,7 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         """Watches the wake-up fd while running on the main thread; True if it did."""
         if threading.current_thread() is not threading.main_thread():
             return False
-        self._running_on_main = running
+        self._wakeup.running_on_main = running
         self._update_wakeup_fd()
         return True
 
@@ -506,29 +532,29 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         """Installs our wake-up fd while it is wanted; uninstalls it, restoring what was there
         before, only if it is still ours (another loop may have installed its own since)."""
         want = not self.is_closed() and (
-            bool(self._signal_handlers) or self._running_on_main
+            bool(self._signal_handlers) or self._wakeup.running_on_main
         )
         on_main = threading.current_thread() is threading.main_thread()
         if want:
-            if self._signal_socks is None:
+            if self._wakeup.socks is None:
                 rsock, wsock = socket.socketpair()
                 rsock.setblocking(False)
                 wsock.setblocking(False)
-                self._signal_socks = (rsock, wsock)
-            wfd = self._signal_socks[1].fileno()
+                self._wakeup.socks = (rsock, wsock)
+            wfd = self._wakeup.socks[1].fileno()
             previous = signal.set_wakeup_fd(wfd, warn_on_full_buffer=False)
-            if not self._wakeup_installed:
-                self._saved_wakeup_fd = previous if previous != wfd else -1
-                self._wakeup_installed = True
-            self._set_signal_fd(self._signal_socks[0].fileno())
-        elif self._wakeup_installed:
+            if not self._wakeup.installed:
+                self._wakeup.saved_fd = previous if previous != wfd else -1
+                self._wakeup.installed = True
+            self._set_signal_fd(self._wakeup.socks[0].fileno())
+        elif self._wakeup.installed:
             self._set_signal_fd(-1)
-            self._wakeup_installed = False
-            saved, self._saved_wakeup_fd = self._saved_wakeup_fd, None
-            if on_main and self._signal_socks is not None:
+            self._wakeup.installed = False
+            saved, self._wakeup.saved_fd = self._wakeup.saved_fd, None
+            if on_main and self._wakeup.socks is not None:
                 try:
                     current = signal.set_wakeup_fd(-1)
-                    ours = self._signal_socks[1].fileno()
+                    ours = self._wakeup.socks[1].fileno()
                     signal.set_wakeup_fd(
                         (saved if saved is not None else -1) if current == ours else current
                     )
@@ -536,10 +562,10 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
                     pass
 
     def _read_signal_fd(self) -> None:
-        assert self._signal_socks is not None
+        assert self._wakeup.socks is not None
         while True:
             try:
-                data = self._signal_socks[0].recv(4096)
+                data = self._wakeup.socks[0].recv(4096)
             except (BlockingIOError, InterruptedError):
                 return
             if not data:

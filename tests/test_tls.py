@@ -676,3 +676,35 @@ def test_start_tls_wants_an_ssl_context_and_a_stream_transport(
             transport.close()
 
     run_within(loop, main())
+
+
+# -- monitoring --------------------------------------------------------------------------------
+
+
+def test_a_tls_read_is_reported_as_the_application_protocols_data_received(
+    server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    names: list[str] = []  # read at dispatch time: the connection is open then
+    monitored = Loop(monitor_callback=lambda state: names.append(state.callback_pretty_name))
+
+    async def main() -> None:
+        server_side = OneConnection()
+        server = await monitored.create_server(server_side, LOCALHOST, 0, ssl=server_ctx)
+        transport, _ = await monitored.create_connection(
+            asyncio.Protocol, *server.sockets[0].getsockname(), ssl=client_ctx,
+            server_hostname="localhost",
+        )
+        proto = await server_side.made
+        transport.write(b"ping")
+        while not proto.received:
+            await asyncio.sleep(0.01)
+        transport.close()
+        await proto.lost
+        server.close()
+        await server.wait_closed()
+
+    try:
+        run_within(monitored, main())
+    finally:
+        monitored.close()
+    assert "Recorder.data_received" in names

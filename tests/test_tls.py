@@ -516,9 +516,11 @@ def test_a_peer_that_never_answers_close_notify_times_out(
         done.wait(10)
 
     async def main(address: tuple[str, int]) -> Optional[BaseException]:
-        transport, proto = await loop.create_connection(
-            Recorder, *address, ssl=client_ctx, server_hostname="localhost",
-            ssl_shutdown_timeout=0.2,
+        # Through start_tls: asyncio's create_connection takes ssl_shutdown_timeout from 3.11
+        # on only, the loop's start_tls on every version.
+        plain, proto = await loop.create_connection(Recorder, *address)
+        transport = await loop.start_tls(
+            plain, proto, client_ctx, server_hostname="localhost", ssl_shutdown_timeout=0.2
         )
         transport.close()
         return await proto.lost

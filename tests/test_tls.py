@@ -505,6 +505,30 @@ def test_data_unread_at_close_is_dropped(
     assert run_within(loop, main()) == (b"", None)
 
 
+def test_abort_loses_the_connection_at_once_without_close_notify(
+    loop: Loop, server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
+) -> None:
+    async def main() -> tuple[Optional[BaseException], bool, bool]:
+        server_side = OneConnection()
+        server = await loop.create_server(server_side, LOCALHOST, 0, ssl=server_ctx)
+        transport, proto = await loop.create_connection(
+            Recorder, *server.sockets[0].getsockname(), ssl=client_ctx,
+            server_hostname="localhost",
+        )
+        peer = await server_side.made
+        transport.write(PAYLOAD * 4)
+        transport.abort()
+        closing = transport.is_closing()
+        exc = await proto.lost
+        await peer.lost
+        server.close()
+        await server.wait_closed()
+        return exc, closing, peer.eof.done()
+
+    # The peer sees the connection end without close_notify: no eof_received() there.
+    assert run_within(loop, main()) == (None, True, False)
+
+
 def test_a_peer_that_never_answers_close_notify_times_out(
     loop: Loop, server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext
 ) -> None:

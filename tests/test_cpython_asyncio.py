@@ -45,6 +45,7 @@ from test.test_asyncio import (  # noqa: E402
     test_server,
     test_sock_lowlevel,
     test_ssl,
+    test_sslproto,
     test_streams,
     test_subprocess,
     test_taskgroups,
@@ -93,6 +94,15 @@ class SendfileTests(test_sendfile.SendfileTestsBase, test_utils.TestCase):
 
 
 class StartServerTests(test_server.BaseStartServer, unittest.TestCase):
+    __test__ = False
+
+    def new_loop(self) -> asyncio.AbstractEventLoop:
+        return Loop()
+
+
+class StartTLSTests(test_sslproto.BaseStartTLS, unittest.TestCase):
+    """start_tls() and TLS connections, as CPython checks them on its selector loop."""
+
     __test__ = False
 
     def new_loop(self) -> asyncio.AbstractEventLoop:
@@ -204,6 +214,7 @@ SELECTED: list[tuple[str, type[unittest.TestCase]]] = [
     ("test_buffered_proto.BufferedProtocolTests", BufferedProtocolTests),
     ("test_streams.StreamTests", test_streams.StreamTests),
     ("test_ssl.TestSSL", test_ssl.TestSSL),
+    ("test_sslproto.StartTLSTests", StartTLSTests),
     ("test_unix_events.TestFunctional", test_unix_events.TestFunctional),
     (
         "test_subprocess.SubprocessThreadedWatcherTests",

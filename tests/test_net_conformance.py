@@ -253,6 +253,53 @@ def test_abort_in_connection_made_leaves_the_transport_without_a_socket(loop: Lo
     assert transport.get_extra_info("socket") is None
 
 
+def test_close_in_resume_writing_loses_the_connection_once(loop: Loop) -> None:
+    # resume_writing() comes as the buffer drains; closing there (the TLS layer does, after
+    # its last bytes went out) must not report the loss twice.
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    payload = b"x" * (4 << 20)
+
+    class CloseOnResume(asyncio.Protocol):
+        def __init__(self) -> None:
+            self.lost: list[Optional[BaseException]] = []
+            self.done: asyncio.Future[None] = loop.create_future()
+
+        def connection_made(self, transport: Any) -> None:
+            transport.set_write_buffer_limits(high=1, low=0)
+            transport.write(payload)
+            self.transport = transport
+
+        def resume_writing(self) -> None:
+            self.transport.close()
+
+        def connection_lost(self, exc: Optional[BaseException]) -> None:
+            self.lost.append(exc)
+            if not self.done.done():
+                self.done.set_result(None)
+
+    async def main() -> list[Optional[BaseException]]:
+        with socket.socket() as listener:
+            listener.bind((LOCALHOST, 0))
+            listener.listen(1)
+            listener.setblocking(False)
+            accepting = loop.create_task(loop.sock_accept(listener))
+            _, proto = await loop.create_connection(CloseOnResume, *listener.getsockname())
+            peer, _ = await accepting
+        with peer:
+            peer.setblocking(False)
+            received = 0
+            while received < len(payload):
+                received += len(await loop.sock_recv(peer, 1 << 20))
+            await proto.done
+            for _ in range(3):
+                await asyncio.sleep(0)
+        return proto.lost
+
+    assert run_within(loop, main()) == [None]
+    assert errors == []
+
+
 def test_a_unix_transport_socket_repr_names_its_family(loop: Loop) -> None:
     async def main(sock: socket.socket) -> str:
         transport, _ = await loop.create_unix_connection(asyncio.Protocol, sock=sock)

@@ -7,6 +7,7 @@ import functools
 from typing import Any, Optional
 
 from monitored_ioloop._native import StreamCore
+from monitored_ioloop._sslproto import SSLProtocol
 
 # Transport callbacks are named after the protocol method they end up calling, so that a read
 # shows as "HttpToolsProtocol.data_received", not as the transport's internal reader.
@@ -41,6 +42,12 @@ def _protocol_method(callback: Any) -> Optional[str]:
         if protocol is None:
             return None
         protocol_type = type(protocol)
+    if method == "data_received" and issubclass(protocol_type, SSLProtocol):
+        # A TLS read ends in the application's protocol: named after it while the connection
+        # is open (its SSL protocol knows it).
+        app_type = getattr(getattr(owner, "_protocol", None), "_app_protocol_type", None)
+        if app_type is not None:
+            protocol_type = app_type
     if method == "data_received":
         if issubclass(protocol_type, asyncio.BufferedProtocol):
             method = "buffer_updated"

@@ -1,7 +1,8 @@
 """The native loop as asyncio sees it: ``_native.Loop`` (ready queue, timers, fd watchers, the
 run cycle and monitoring, in Rust) joined with asyncio's selector loop for the paths it already
 gets right in Python (tasks, futures, executors, exception handling, async generators, sockets,
-transports, servers, pipes, subprocesses), plus signals.
+transports, servers, pipes, subprocesses), plus signals. TLS is our own (``_sslproto``:
+uvloop's semantics on every Python), over the native stream transports.
 
 asyncio's selector loop code only reaches the OS through ``_add_reader``/``_add_writer`` and
 their removals, which the native core implements on libuv; the selector it keeps is a read-only
@@ -16,6 +17,7 @@ import os
 import selectors
 import signal
 import socket
+import ssl
 import sys
 import threading
 import warnings
@@ -27,6 +29,7 @@ from contextvars import Context, copy_context
 from typing import Any, Callable, Optional
 
 from monitored_ioloop import _native
+from monitored_ioloop._sslproto import SSLProtocol
 from monitored_ioloop.datagram import DatagramTransport
 from monitored_ioloop.monitoring import LoopSnapshot, MonitorCallback, WatchdogReport
 from monitored_ioloop.transports import SocketTransport
@@ -255,6 +258,82 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         extra: Optional[dict[str, Any]] = None,
     ) -> asyncio.DatagramTransport:
         return DatagramTransport(self, sock, protocol, address, waiter, extra)
+
+    # -- TLS: our own SSL protocol (uvloop's semantics), on every Python --------------------
+
+    def _make_ssl_transport(
+        self,
+        rawsock: socket.socket,
+        protocol: asyncio.BaseProtocol,
+        sslcontext: Optional[ssl.SSLContext],
+        waiter: Optional[asyncio.Future[Any]] = None,
+        *,
+        server_side: bool = False,
+        server_hostname: Optional[str] = None,
+        extra: Optional[dict[str, Any]] = None,
+        server: Optional[Any] = None,
+        ssl_handshake_timeout: Optional[float] = None,
+        ssl_shutdown_timeout: Optional[float] = None,
+        call_connection_made: bool = True,
+    ) -> asyncio.Transport:
+        ssl_protocol = SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname,
+            call_connection_made=call_connection_made,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+        transport = self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
+        # The application's callbacks run where the plain transport runs its protocol's.
+        return ssl_protocol._get_app_transport(getattr(transport, "_context", None))
+
+    async def start_tls(
+        self,
+        transport: asyncio.BaseTransport,
+        protocol: asyncio.BaseProtocol,
+        sslcontext: ssl.SSLContext,
+        *,
+        server_side: bool = False,
+        server_hostname: Optional[str] = None,
+        ssl_handshake_timeout: Optional[float] = None,
+        ssl_shutdown_timeout: Optional[float] = None,
+    ) -> asyncio.Transport:
+        """Upgrades ``transport`` to TLS; returns the new transport ``protocol`` then uses
+        (its ``connection_made`` is not called again). The protocol's callbacks keep running
+        in the context of the connection (as uvloop)."""
+        if not isinstance(sslcontext, ssl.SSLContext):
+            raise TypeError(
+                f"sslcontext is expected to be an instance of ssl.SSLContext, "
+                f"got {sslcontext!r}"
+            )
+        if not getattr(transport, "_start_tls_compatible", False):
+            raise TypeError(f"transport {transport!r} is not supported by start_tls()")
+        context: Optional[Context] = getattr(transport, "_context", None)
+        if context is None:
+            context = copy_context()
+        waiter = self.create_future()
+        ssl_protocol = SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname,
+            call_connection_made=False,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+        # Not reading until the SSL protocol is in place: nothing reaches it before its
+        # connection_made().
+        transport.pause_reading()  # type: ignore[attr-defined]
+        transport.set_protocol(ssl_protocol)
+        made = self.call_soon(ssl_protocol.connection_made, transport, context=context)
+        resumed = self.call_soon(transport.resume_reading, context=context)  # type: ignore[attr-defined]
+        app_transport = ssl_protocol._get_app_transport(context)
+        try:
+            await waiter
+        except BaseException:
+            made.cancel()
+            resumed.cancel()
+            app_transport.close()
+            # Also when the handshake never started (cancelled at once).
+            transport.close()
+            raise
+        return app_transport
 
     if sys.version_info >= (3, 11):
 

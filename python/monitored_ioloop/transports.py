@@ -310,7 +310,11 @@ class SocketTransport(transports._FlowControlMixin):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         if self._closing:
-            self._call_connection_lost(None)
+            # Unless close() already scheduled it: the protocol may have closed the transport
+            # from resume_writing(), called just before with the buffer already empty.
+            if not self._conn_lost:
+                self._conn_lost += 1
+                self._call_connection_lost(None)
         elif self._eof and self._sock is not None:
             self._sock.shutdown(socket.SHUT_WR)
 

@@ -1,9 +1,10 @@
 //! `Loop`: the one place that owns the ready queue, the timer heap and the run cycle.
 //!
-//! An iteration: compute how long to wait (zero while work is ready), wait on libuv's backend
-//! descriptor with the GIL released (skipped while work is ready and the last poll is under
-//! 250 us old), run libuv without blocking, move expired timers to the ready queue, then run
-//! the handles that were ready when the iteration started, each one timed natively.
+//! An iteration: compute how long to wait (zero while work is ready), run one libuv iteration
+//! that waits in its own epoll up to then with the GIL released (without waiting, and skipped
+//! while work is ready and the last poll is under 250 us old), move expired timers to the ready
+//! queue, then run the handles that were ready when the iteration started, each one timed
+//! natively.
 //! Python's subclass (`monitored_ioloop.loop.Loop`) adds asyncio's cold paths around this.
 
 use std::cell::RefCell;
@@ -443,46 +444,35 @@ impl Loop {
         {
             return Ok(());
         }
-        let (backend_fd, uv_timeout) = {
-            let uv = this.uv.lock(py);
-            let uv = uv
-                .as_ref()
-                .ok_or_else(|| PyRuntimeError::new_err("Event loop is closed"))?;
-            (uv.event_loop.backend_fd(), uv.event_loop.backend_timeout())
-        };
-        let timeout = match (timeout_ms, uv_timeout) {
-            (-1, t) | (t, -1) => t,
-            (a, b) => a.min(b),
-        };
+        let closed = || PyRuntimeError::new_err("Event loop is closed");
         let signal_fd = this.signal_fd.load(Relaxed);
-        let fds = [backend_fd, signal_fd];
-        let fds = if signal_fd >= 0 { &fds[..] } else { &fds[..1] };
-        let blocked_since = (timeout != 0).then(tick);
-        let readiness = match blocked_since {
-            None => uv_sys::wait_readable(fds, 0),
-            Some(_) => py.allow_threads(|| uv_sys::wait_readable(fds, timeout)),
-        }
-        .map_err(os_error)?;
-        let polled = tick();
-        this.last_poll_tick.store(polled, Relaxed);
-        if let Some(since) = blocked_since {
+        let (fired, signals) = if timeout_ms == 0 {
+            let mut uv = this.uv.lock(py);
+            let uv = uv.as_mut().ok_or_else(closed)?;
+            uv.event_loop.set_signal_fd(signal_fd).map_err(os_error)?;
+            uv.event_loop.run_nowait();
+            this.last_poll_tick.store(tick(), Relaxed);
+            let signals = uv.event_loop.take_signal();
+            (uv.watchers.fired(&mut uv.event_loop, py), signals)
+        } else {
+            // Out of its cell while the GIL is released: libuv runs on this thread alone.
+            let mut uv = this.uv.lock(py).take().ok_or_else(closed)?;
+            let registered = uv.event_loop.set_signal_fd(signal_fd).map_err(os_error);
+            if let Err(err) = registered {
+                *this.uv.lock(py) = Some(uv);
+                return Err(err);
+            }
+            let since = tick();
+            py.allow_threads(|| uv.event_loop.run_once(timeout_ms));
+            let polled = tick();
+            this.last_poll_tick.store(polled, Relaxed);
             this.aggregates.get(py).borrow_mut().metrics.idle_ns += ticks_to_ns(since, polled);
-        }
-        let (run_uv, signals) = match readiness {
-            uv_sys::Readiness::Ready(bits) => (bits & 1 != 0, bits & 2 != 0),
-            uv_sys::Readiness::TimedOut => (false, false),
-            uv_sys::Readiness::Interrupted => (false, true),
+            let signals = uv.event_loop.take_signal();
+            let fired = uv.watchers.fired(&mut uv.event_loop, py);
+            *this.uv.lock(py) = Some(uv);
+            (fired, signals)
         };
-        if run_uv || uv_timeout == 0 {
-            let fired = match this.uv.lock(py).as_mut() {
-                Some(uv) => {
-                    uv.event_loop.run_nowait();
-                    uv.watchers.fired(&mut uv.event_loop, py)
-                }
-                None => Fired::default(),
-            };
-            Self::queue_fired(slf, fired)?;
-        }
+        Self::queue_fired(slf, fired)?;
         if signals {
             if signal_fd >= 0 {
                 slf.call_method0(intern!(py, "_read_signal_fd"))?;

@@ -2,8 +2,10 @@
 //! waker and one poll handle per watched descriptor), so that no handle can outlive the loop
 //! or be closed off its thread, and the loop closes them all, in order, when dropped.
 //!
-//! The extension never lets libuv block: it waits on `backend_fd()` itself with the GIL released,
-//! then calls `run_nowait()` with the GIL held, so one iteration costs one GIL release.
+//! An iteration that may wait runs `run_once(timeout)` (the caller releases the GIL around it):
+//! libuv's own epoll_wait is the wait, bounded by a timer, so a blocking iteration costs one
+//! poll system call. One that must not wait runs `run_nowait()`. A descriptor that signals
+//! arrive on (Python's wake-up fd) is watched apart, so a signal ends the wait.
 
 use std::collections::HashMap;
 use std::io;
@@ -25,6 +27,14 @@ pub struct Loop {
     /// Descriptors whose registration libuv will only make at its next run.
     unregistered: Vec<i32>,
     events: PollEvents,
+    /// Bounds `run_once`'s wait.
+    deadline: Box<MaybeUninit<sys::uv_timer_t>>,
+    /// The signal wake-up descriptor, its poll handle and where that handle reports.
+    signal: Option<(i32, Poll, PollEvents)>,
+}
+
+extern "C" fn on_deadline(_handle: *mut sys::uv_timer_t) {
+    // Nothing to do: the timer only ends run_once's wait.
 }
 
 // SAFETY: libuv loops keep no thread-local state; a `Loop` (with its handles) may move between
@@ -44,8 +54,19 @@ impl Loop {
             polls: HashMap::new(),
             unregistered: Vec::new(),
             events: Arc::new(Mutex::new(Vec::new())),
+            deadline: Box::new(MaybeUninit::uninit()),
+            signal: None,
         };
-        event_loop.waker = Some(Waker::new(event_loop.as_ptr())?);
+        let raw = event_loop.as_ptr();
+        // SAFETY: the timer lives in its own box, which stays put until the loop is dropped
+        // (after the timer is closed and its close processed); the loop is initialised.
+        // Unreferenced: the timer never keeps the loop alive by itself.
+        unsafe {
+            let timer = event_loop.deadline.as_mut_ptr();
+            check(sys::uv_timer_init(raw, timer))?;
+            sys::uv_unref(timer.cast());
+        }
+        event_loop.waker = Some(Waker::new(raw)?);
         Ok(event_loop)
     }
 
@@ -116,12 +137,81 @@ impl Loop {
         std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Watches `fd` (-1: none) as the descriptor signals arrive on; `run_once` returns when it
+    /// becomes readable, and `take_signal` says so.
+    pub fn set_signal_fd(&mut self, fd: i32) -> io::Result<()> {
+        if self.signal.as_ref().map_or(-1, |(watched, _, _)| *watched) == fd {
+            return Ok(());
+        }
+        // Dropping the old poll closes it.
+        self.signal = None;
+        if fd < 0 {
+            return Ok(());
+        }
+        if !crate::sock::is_open(fd) {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        }
+        let reports: PollEvents = Arc::new(Mutex::new(Vec::new()));
+        let mut poll = Poll::new(self.as_ptr(), fd, reports.clone())?;
+        poll.set_events(crate::poll::READABLE)?;
+        self.signal = Some((fd, poll, reports));
+        Ok(())
+    }
+
+    /// Whether the signal descriptor became readable since the last call.
+    pub fn take_signal(&mut self) -> bool {
+        match &self.signal {
+            Some((_, _, reports)) => {
+                let mut reports = reports.lock().unwrap_or_else(|e| e.into_inner());
+                let any = !reports.is_empty();
+                reports.clear();
+                any
+            }
+            None => false,
+        }
+    }
+
+    /// Runs one libuv iteration that waits up to `timeout_ms` (-1: until something happens)
+    /// for I/O, a wake-up or a signal. Touches no Python object: the caller may (and should)
+    /// release the GIL around it.
+    pub fn run_once(&mut self, timeout_ms: i32) -> bool {
+        if self.take_unregistered_closed() {
+            // A closed descriptor was reported: nothing to wait for.
+            return self.run(sys::uv_run_mode_UV_RUN_NOWAIT);
+        }
+        let timer = self.deadline.as_mut_ptr();
+        if timeout_ms >= 0 {
+            // SAFETY: the loop and its timer are initialised (`new`) and not closed (`drop`).
+            // The loop's cached time is refreshed first so the wait is `timeout_ms` from now.
+            unsafe {
+                sys::uv_update_time(self.as_ptr());
+                sys::uv_timer_start(timer, Some(on_deadline), timeout_ms as u64, 0);
+            }
+        }
+        let alive = self.run(sys::uv_run_mode_UV_RUN_ONCE);
+        // SAFETY: as above; stopping a timer that is not running is a no-op.
+        unsafe {
+            sys::uv_timer_stop(timer);
+        }
+        alive
+    }
+
     /// Runs whatever libuv has ready without blocking; true while handles keep the loop alive.
-    ///
+    pub fn run_nowait(&mut self) -> bool {
+        self.take_unregistered_closed();
+        self.run(sys::uv_run_mode_UV_RUN_NOWAIT)
+    }
+
+    fn run(&mut self, mode: sys::uv_run_mode) -> bool {
+        // SAFETY: the loop is initialised and `&mut self` rules out reentrant use from Rust.
+        unsafe { sys::uv_run(self.as_ptr(), mode) != 0 }
+    }
+
     /// libuv adds new registrations to epoll during the run and aborts the process if the
     /// descriptor is gone by then; one closed since it was watched is taken out first and
-    /// reported as an EBADF event, the way a selector reports it.
-    pub fn run_nowait(&mut self) -> bool {
+    /// reported as an EBADF event, the way a selector reports it. True if one was.
+    fn take_unregistered_closed(&mut self) -> bool {
+        let mut reported = false;
         for fd in std::mem::take(&mut self.unregistered) {
             if self.polls.contains_key(&fd) && !crate::sock::is_open(fd) {
                 if let Some(poll) = self.polls.get_mut(&fd) {
@@ -131,10 +221,10 @@ impl Loop {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push((fd, Err(io::Error::from_raw_os_error(libc::EBADF))));
+                reported = true;
             }
         }
-        // SAFETY: the loop is initialised and `&mut self` rules out reentrant use from Rust.
-        unsafe { sys::uv_run(self.as_ptr(), sys::uv_run_mode_UV_RUN_NOWAIT) != 0 }
+        reported
     }
 }
 
@@ -153,10 +243,16 @@ impl Drop for Loop {
         // Close our handles first: their close callbacks free their memory during the runs
         // below, while the loop is still alive.
         self.polls.clear();
+        self.signal = None;
         if let Some(waker) = self.waker.take() {
             waker.close();
         }
         let raw = self.as_ptr();
+        // SAFETY: the timer is initialised and closed only here; its memory (our box) outlives
+        // the runs below, which process the close.
+        unsafe {
+            sys::uv_close(self.deadline.as_mut_ptr().cast(), None);
+        }
         // SAFETY: the loop is initialised. Anything still open after our own handles closed is
         // closed without a callback, leaking its memory rather than freeing it while libuv
         // might still touch it.
@@ -211,6 +307,64 @@ mod tests {
             Readiness::Ready(1)
         );
         l.run_nowait();
+    }
+
+    fn write_byte(fd: i32) {
+        // SAFETY: `fd` is an open write end the test owns; the buffer is one valid byte.
+        assert_eq!(unsafe { libc::write(fd, b"x".as_ptr().cast(), 1) }, 1);
+    }
+
+    #[test]
+    fn run_once_waits_no_longer_than_its_timeout() {
+        let mut l = Loop::new().unwrap();
+        l.run_nowait();
+        let started = std::time::Instant::now();
+        l.run_once(30);
+        let waited = started.elapsed();
+        assert!(waited >= std::time::Duration::from_millis(25), "{waited:?}");
+        assert!(l.take_events().is_empty());
+    }
+
+    #[test]
+    fn run_once_returns_for_a_wake_and_for_io() {
+        let mut l = Loop::new().unwrap();
+        l.run_nowait();
+        let w = l.waker();
+        let waking = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            w.wake();
+        });
+        l.run_once(-1);
+        waking.join().unwrap();
+        let fds = pipe();
+        l.watch(fds[0], READABLE).unwrap();
+        write_byte(fds[1]);
+        l.run_once(-1);
+        assert_eq!(l.take_events().len(), 1);
+        l.watch(fds[0], 0).unwrap();
+        close(fds[0]);
+        close(fds[1]);
+    }
+
+    #[test]
+    fn run_once_returns_when_the_signal_descriptor_is_readable() {
+        let fds = pipe();
+        let mut l = Loop::new().unwrap();
+        l.set_signal_fd(fds[0]).unwrap();
+        l.run_nowait();
+        assert!(!l.take_signal());
+        write_byte(fds[1]);
+        l.run_once(-1);
+        assert!(l.take_signal());
+        assert!(
+            l.take_events().is_empty(),
+            "not reported as a watched descriptor"
+        );
+        l.set_signal_fd(-1).unwrap();
+        assert!(!l.take_signal());
+        drop(l);
+        close(fds[0]);
+        close(fds[1]);
     }
 
     #[test]

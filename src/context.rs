@@ -4,7 +4,7 @@
 use pyo3::exceptions::{PyKeyboardInterrupt, PySystemExit, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
-use pyo3::types::{PyTuple, PyType};
+use pyo3::types::{PyString, PyTuple, PyType};
 use pyo3::{ffi, intern};
 
 /// Calls `callback(*args)` with `context` entered.
@@ -79,4 +79,39 @@ pub fn resolve(py: Python<'_>, context: Option<&Bound<'_, PyAny>>) -> PyResult<P
             }
         }
     }
+}
+
+/// `callable(*args, **dict(zip(kwnames, kwvalues)))` by vectorcall: no keyword dict is built
+/// (`create_future`/`create_task` run once per future and per task). `kwnames` is a tuple of
+/// interned names, as long as `kwvalues`; at most 4 arguments in all.
+pub fn call_with_keywords<'py>(
+    callable: &Bound<'py, PyAny>,
+    args: &[&Bound<'py, PyAny>],
+    kwnames: &Bound<'py, PyTuple>,
+    kwvalues: &[&Bound<'py, PyAny>],
+) -> PyResult<Bound<'py, PyAny>> {
+    assert!(args.len() + kwvalues.len() <= 4 && kwnames.len() == kwvalues.len());
+    let mut stack = [std::ptr::null_mut::<ffi::PyObject>(); 4];
+    for (slot, arg) in stack.iter_mut().zip(args.iter().chain(kwvalues)) {
+        *slot = arg.as_ptr();
+    }
+    // SAFETY: `stack` holds borrowed pointers to live objects (the slices borrow them for the
+    // call), positional ones first, then one per name in `kwnames`, a live tuple of strings;
+    // the callee only borrows them. The result is a new reference or NULL with an exception
+    // set, which from_owned_ptr_or_err handles.
+    unsafe {
+        let result = ffi::PyObject_Vectorcall(
+            callable.as_ptr(),
+            stack.as_ptr(),
+            args.len(),
+            kwnames.as_ptr(),
+        );
+        Bound::from_owned_ptr_or_err(callable.py(), result)
+    }
+}
+
+/// A tuple of keyword names, for `call_with_keywords`.
+pub fn keyword_names<'py>(py: Python<'py>, names: &[&str]) -> Bound<'py, PyTuple> {
+    PyTuple::new(py, names.iter().map(|n| PyString::intern(py, n)))
+        .expect("a tuple of strings is always built")
 }

@@ -131,6 +131,13 @@ static ASYNCIO_FUTURE: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
 static ASYNCIO_TASK: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
 static BASE_CREATE_TASK: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
 static TASK_TAKES_CONTEXT: GILOnceCell<bool> = GILOnceCell::new();
+/// Keyword names of the Future and Task calls: loop=, then name= and/or context=.
+static KWNAMES: [GILOnceCell<Py<PyTuple>>; 4] = [
+    GILOnceCell::new(),
+    GILOnceCell::new(),
+    GILOnceCell::new(),
+    GILOnceCell::new(),
+];
 
 fn asyncio_attr(py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
     Ok(py.import(intern!(py, "asyncio"))?.getattr(name)?.unbind())
@@ -1117,9 +1124,11 @@ impl Loop {
     fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let future = ASYNCIO_FUTURE.get_or_try_init(py, || asyncio_attr(py, "Future"))?;
-        let kwargs = PyDict::new(py);
-        kwargs.set_item(intern!(py, "loop"), slf)?;
-        Ok(future.bind(py).call((), Some(&kwargs))?.unbind())
+        let names = KWNAMES[0].get_or_init(py, || context::keyword_names(py, &["loop"]).unbind());
+        Ok(
+            context::call_with_keywords(future.bind(py), &[], names.bind(py), &[slf.as_any()])?
+                .unbind(),
+        )
     }
 
     /// asyncio's `create_task`: the common case (no task factory, not in debug mode) builds the
@@ -1138,17 +1147,34 @@ impl Loop {
             && slf.getattr(intern!(py, "_task_factory"))?.is_none()
             && (context.is_none()
                 || TASK_TAKES_CONTEXT.get_or_init(py, || py.version_info() >= (3, 11)) == &true);
+        if simple {
+            let task = ASYNCIO_TASK.get_or_try_init(py, || asyncio_attr(py, "Task"))?;
+            // Keyword names by which of name= and context= were given.
+            let (which, names): (usize, &[&str]) = match (&name, &context) {
+                (None, None) => (0, &["loop"]),
+                (Some(_), None) => (1, &["loop", "name"]),
+                (None, Some(_)) => (2, &["loop", "context"]),
+                (Some(_), Some(_)) => (3, &["loop", "name", "context"]),
+            };
+            let names =
+                KWNAMES[which].get_or_init(py, || context::keyword_names(py, names).unbind());
+            let mut values = [slf.as_any(); 3];
+            let mut given = 1;
+            for value in name.iter().chain(context.iter()) {
+                values[given] = value;
+                given += 1;
+            }
+            let task = task.bind(py);
+            let made =
+                context::call_with_keywords(task, &[&coro], names.bind(py), &values[..given]);
+            return Ok(made?.unbind());
+        }
         let kwargs = PyDict::new(py);
         if let Some(name) = &name {
             kwargs.set_item(intern!(py, "name"), name)?;
         }
         if let Some(context) = &context {
             kwargs.set_item(intern!(py, "context"), context)?;
-        }
-        if simple {
-            let task = ASYNCIO_TASK.get_or_try_init(py, || asyncio_attr(py, "Task"))?;
-            kwargs.set_item(intern!(py, "loop"), slf)?;
-            return Ok(task.bind(py).call((coro,), Some(&kwargs))?.unbind());
         }
         let base = BASE_CREATE_TASK.get_or_try_init(py, || {
             Ok::<_, PyErr>(

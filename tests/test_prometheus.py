@@ -161,6 +161,15 @@ def scrape_worker(url: str) -> tuple[dict[str, str], float]:
     return labels, sum(s.value for s in dispatched)
 
 
+def scrape_until_dispatched(url: str, timeout: float = 20.0) -> tuple[dict[str, str], float]:
+    deadline = time.monotonic() + timeout
+    while True:
+        labels, dispatched = scrape_worker(url)
+        if dispatched > 0 or time.monotonic() > deadline:
+            return labels, dispatched
+        time.sleep(0.1)
+
+
 def test_env_endpoint_of_a_single_uvicorn_worker(tmp_path: Path) -> None:
     port = free_port()
     server = start_uvicorn("net_apps.asgi_app:app", tmp_path / "uvicorn.log",
@@ -183,7 +192,9 @@ def test_two_workers_each_serve_their_own_loop_once(tmp_path: Path) -> None:
     try:
         for _ in range(10):
             http_get(server.url + "/")
-        scraped = [scrape_worker(f"http://{LOCALHOST}:{port + i}") for i in range(2)]
+        # A worker's endpoint is up as soon as its loop exists; on a busy machine the worker
+        # that got no request may still be starting its loop: wait until it has run something.
+        scraped = [scrape_until_dispatched(f"http://{LOCALHOST}:{port + i}") for i in range(2)]
     finally:
         server.stop()
     workers = sorted(labels["worker"] for labels, _ in scraped)

@@ -1051,7 +1051,16 @@ impl Loop {
     /// freed. Timer handles are tracked and visited; `Handle`s are not tracked (see
     /// `handles.rs`): the loop shows their contents while it is their only holder.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some(core) = self.core.for_traverse(&visit) {
+        // A running loop is alive, and so is everything its queues hold (it will run): the
+        // collector loses nothing by not seeing those edges (it then counts them as outside
+        // references, which keeps their targets), and a collection does not walk a long queue.
+        // A loop that is not running shows them, so an abandoned loop's cycles are collected.
+        let core = if self.running.load(Relaxed) {
+            None
+        } else {
+            self.core.for_traverse(&visit)
+        };
+        if let Some(core) = core {
             for ready in core.ready.iter().chain(core.spare.iter()) {
                 match &ready.entry {
                     Entry::Soon(h) => h.get().inner.visit_if_owned(refs_in_traverse(h), &visit)?,

@@ -95,10 +95,10 @@ pub fn call_with_keywords<'py>(
     for (slot, arg) in stack.iter_mut().zip(args.iter().chain(kwvalues)) {
         *slot = arg.as_ptr();
     }
-    // SAFETY: `stack` holds borrowed pointers to live objects (the slices borrow them for the
-    // call), positional ones first, then one per name in `kwnames`, a live tuple of strings;
-    // the callee only borrows them. The result is a new reference or NULL with an exception
-    // set, which from_owned_ptr_or_err handles.
+    // `stack`: borrowed pointers to objects the slices keep alive for the call, positional
+    // ones first, then one per name in `kwnames` (a live tuple of strings).
+    // SAFETY: the callee only borrows them; the result is a new reference, or NULL with an
+    // exception set, which from_owned_ptr_or_err handles.
     unsafe {
         let result = ffi::PyObject_Vectorcall(
             callable.as_ptr(),

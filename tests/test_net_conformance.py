@@ -253,6 +253,44 @@ def test_abort_in_connection_made_leaves_the_transport_without_a_socket(loop: Lo
     assert transport.get_extra_info("socket") is None
 
 
+def test_addresses_never_asked_for_are_still_there_after_the_connection(loop: Loop) -> None:
+    # The transport reads them from the socket when first asked, or when the connection ends.
+    async def main() -> tuple[Any, Any]:
+        server = await asyncio.start_server(lambda r, w: w.close(), LOCALHOST, 0)
+        address = server.sockets[0].getsockname()
+        reader, writer = await asyncio.open_connection(*address)
+        assert await reader.read() == b""
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return writer.transport, address
+
+    transport, address = run_within(loop, main())
+    assert transport.get_extra_info("socket") is None
+    assert transport.get_extra_info("peername") == address
+    assert transport.get_extra_info("sockname")[0] == LOCALHOST
+
+
+def test_extra_info_is_read_from_the_open_socket(loop: Loop) -> None:
+    async def main() -> None:
+        server = await asyncio.start_server(lambda r, w: None, LOCALHOST, 0)
+        address = server.sockets[0].getsockname()
+        _, writer = await asyncio.open_connection(*address)
+        transport = writer.transport
+        assert transport.get_extra_info("peername") == address
+        sock = transport.get_extra_info("socket")
+        assert sock.getpeername() == address
+        assert transport.get_extra_info("socket") is sock
+        assert transport.get_extra_info("nothing", "default") == "default"
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    run_within(loop, main())
+
+
 def test_close_in_resume_writing_loses_the_connection_once(loop: Loop) -> None:
     # resume_writing() comes as the buffer drains; closing there (the TLS layer does, after
     # its last bytes went out) must not report the loss twice.

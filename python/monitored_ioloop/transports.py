@@ -51,6 +51,10 @@ class _TransportSocket(trsock.TransportSocket):
         )
 
 
+#: Extra info computed on demand from the socket.
+_LAZY_EXTRA = frozenset(("socket", "sockname", "peername"))
+
+
 class SocketTransport(transports._FlowControlMixin):
     """A stream socket transport whose hot paths are native."""
 
@@ -89,30 +93,16 @@ class SocketTransport(transports._FlowControlMixin):
         self._context: contextvars.Context = contextvars.copy_context()
         core = _native.StreamCore(loop, sock, self, self._context)
         self._core = core
-        # The hot methods are the core's own, bound on the instance: no Python frame between
-        # the protocol and the socket.
+        # The hot method is the core's own, bound on the instance: no Python frame between the
+        # protocol and the socket. The others delegate (a bound method per connection each
+        # would cost an idle connection more memory than they save time).
         self.write = core.write  # type: ignore[method-assign]
-        self.get_write_buffer_size = core.get_write_buffer_size  # type: ignore[method-assign]
-        self.is_reading = core.is_reading  # type: ignore[method-assign]
-        self.pause_reading = core.pause_reading  # type: ignore[method-assign]
-        self.resume_reading = core.resume_reading  # type: ignore[method-assign]
-        self.get_protocol = core.get_protocol  # type: ignore[method-assign]
-        self.set_protocol = core.set_protocol  # type: ignore[method-assign]
-        self._read_ready = core._read_ready
-        self._write_ready = core._write_ready
         self._sock_fd = core._sock_fd
         super().__init__(extra, loop)
+        # "socket", "sockname" and "peername" are made when first asked for (or when the
+        # connection ends, so they stay readable after it): an idle connection does not hold
+        # two address tuples and a socket view it may never show.
         self._extra: dict[str, Any] = dict(extra) if extra else {}
-        self._extra["socket"] = _TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
         self._loop: Any = loop
         self._sock: Optional[socket.socket] = sock
         self._server = server
@@ -151,10 +141,52 @@ class SocketTransport(transports._FlowControlMixin):
             self._sock.close()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._extra.get(name, default)
+        extra = self._extra
+        if name not in extra and name in _LAZY_EXTRA:
+            self._fill_extra()
+        return extra.get(name, default)
+
+    def _fill_extra(self) -> None:
+        """The socket's extra info, from the socket while it is open (as asyncio records it
+        when the transport is made)."""
+        extra, sock = self._extra, self._sock
+        if sock is None:
+            return
+        if "socket" not in extra:
+            extra["socket"] = _TransportSocket(sock)
+        for name, read in (("sockname", sock.getsockname), ("peername", sock.getpeername)):
+            if name not in extra:
+                try:
+                    extra[name] = read()
+                except OSError:
+                    extra[name] = None
 
     def _start_reading(self) -> None:
         self._core._start_reading()
+
+    def get_write_buffer_size(self) -> int:
+        return self._core.get_write_buffer_size()
+
+    def is_reading(self) -> bool:
+        return self._core.is_reading()
+
+    def pause_reading(self) -> None:
+        self._core.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._core.resume_reading()
+
+    def get_protocol(self) -> Any:
+        return self._core.get_protocol()
+
+    def set_protocol(self, protocol: Any) -> None:
+        self._core.set_protocol(protocol)
+
+    def _read_ready(self) -> None:
+        self._core._read_ready()
+
+    def _write_ready(self) -> None:
+        self._core._write_ready()
 
     # -- closing ------------------------------------------------------------------------------
 
@@ -209,6 +241,8 @@ class SocketTransport(transports._FlowControlMixin):
             if waiter is not None and not waiter.done():
                 waiter.set_exception(ConnectionError("Connection is closed by peer"))
             if self._sock is not None:
+                # The addresses stay readable after the connection.
+                self._fill_extra()
                 # The core forgets the descriptor first: its number is free for reuse after.
                 self._core._detach()
                 self._sock.close()

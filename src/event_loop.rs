@@ -131,13 +131,9 @@ static ASYNCIO_FUTURE: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
 static ASYNCIO_TASK: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
 static BASE_CREATE_TASK: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
 static TASK_TAKES_CONTEXT: GILOnceCell<bool> = GILOnceCell::new();
-/// Keyword names of the Future and Task calls: loop=, then name= and/or context=.
-static KWNAMES: [GILOnceCell<Py<PyTuple>>; 4] = [
-    GILOnceCell::new(),
-    GILOnceCell::new(),
-    GILOnceCell::new(),
-    GILOnceCell::new(),
-];
+/// Keyword names of the Future and Task calls.
+static FUTURE_KWNAMES: GILOnceCell<Py<PyTuple>> = GILOnceCell::new();
+static TASK_KWNAMES: GILOnceCell<Py<PyTuple>> = GILOnceCell::new();
 
 fn asyncio_attr(py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
     Ok(py.import(intern!(py, "asyncio"))?.getattr(name)?.unbind())
@@ -451,34 +447,27 @@ impl Loop {
         {
             return Ok(());
         }
-        let closed = || PyRuntimeError::new_err("Event loop is closed");
         let signal_fd = this.signal_fd.load(Relaxed);
-        let (fired, signals) = if timeout_ms == 0 {
-            let mut uv = this.uv.lock(py);
-            let uv = uv.as_mut().ok_or_else(closed)?;
-            uv.event_loop.set_signal_fd(signal_fd).map_err(os_error)?;
-            uv.event_loop.run_nowait();
-            this.last_poll_tick.store(tick(), Relaxed);
-            let signals = uv.event_loop.take_signal();
-            (uv.watchers.fired(&mut uv.event_loop, py), signals)
-        } else {
-            // Out of its cell while the GIL is released: libuv runs on this thread alone.
-            let mut uv = this.uv.lock(py).take().ok_or_else(closed)?;
-            let registered = uv.event_loop.set_signal_fd(signal_fd).map_err(os_error);
-            if let Err(err) = registered {
-                *this.uv.lock(py) = Some(uv);
-                return Err(err);
-            }
-            let since = tick();
-            py.allow_threads(|| uv.event_loop.run_once(timeout_ms));
-            let polled = tick();
-            this.last_poll_tick.store(polled, Relaxed);
+        // Out of its cell while the GIL may be released: libuv runs on this thread alone.
+        let mut uv = (this.uv.lock(py).take())
+            .ok_or_else(|| PyRuntimeError::new_err("Event loop is closed"))?;
+        let blocked_since = (timeout_ms != 0).then(tick);
+        let ran = uv
+            .event_loop
+            .set_signal_fd(signal_fd)
+            .map(|()| match blocked_since {
+                None => uv.event_loop.run_nowait(),
+                Some(_) => py.allow_threads(|| uv.event_loop.run_once(timeout_ms)),
+            });
+        let polled = tick();
+        this.last_poll_tick.store(polled, Relaxed);
+        if let Some(since) = blocked_since {
             this.aggregates.get(py).borrow_mut().metrics.idle_ns += ticks_to_ns(since, polled);
-            let signals = uv.event_loop.take_signal();
-            let fired = uv.watchers.fired(&mut uv.event_loop, py);
-            *this.uv.lock(py) = Some(uv);
-            (fired, signals)
-        };
+        }
+        let signals = uv.event_loop.take_signal();
+        let fired = uv.watchers.fired(&mut uv.event_loop, py);
+        *this.uv.lock(py) = Some(uv);
+        ran.map_err(os_error)?;
         Self::queue_fired(slf, fired)?;
         if signals {
             if signal_fd >= 0 {
@@ -1133,7 +1122,8 @@ impl Loop {
     fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let future = ASYNCIO_FUTURE.get_or_try_init(py, || asyncio_attr(py, "Future"))?;
-        let names = KWNAMES[0].get_or_init(py, || context::keyword_names(py, &["loop"]).unbind());
+        let names =
+            FUTURE_KWNAMES.get_or_init(py, || context::keyword_names(py, &["loop"]).unbind());
         Ok(
             context::call_with_keywords(future.bind(py), &[], names.bind(py), &[slf.as_any()])?
                 .unbind(),
@@ -1152,30 +1142,31 @@ impl Loop {
         let py = slf.py();
         let this = slf.get();
         this.check_closed()?;
+        let takes_context = *TASK_TAKES_CONTEXT.get_or_init(py, || py.version_info() >= (3, 11));
         let simple = !this.debug.load(Relaxed)
             && slf.getattr(intern!(py, "_task_factory"))?.is_none()
-            && (context.is_none()
-                || TASK_TAKES_CONTEXT.get_or_init(py, || py.version_info() >= (3, 11)) == &true);
+            && (context.is_none() || takes_context);
         if simple {
             let task = ASYNCIO_TASK.get_or_try_init(py, || asyncio_attr(py, "Task"))?;
-            // Keyword names by which of name= and context= were given.
-            let (which, names): (usize, &[&str]) = match (&name, &context) {
-                (None, None) => (0, &["loop"]),
-                (Some(_), None) => (1, &["loop", "name"]),
-                (None, Some(_)) => (2, &["loop", "context"]),
-                (Some(_), Some(_)) => (3, &["loop", "name", "context"]),
-            };
-            let names =
-                KWNAMES[which].get_or_init(py, || context::keyword_names(py, names).unbind());
-            let mut values = [slf.as_any(); 3];
-            let mut given = 1;
-            for value in name.iter().chain(context.iter()) {
-                values[given] = value;
-                given += 1;
-            }
+            // Task(coro, loop=, name=, context=): None is each keyword's default (context= only
+            // on 3.11+, where `simple` lets one through).
+            let names = TASK_KWNAMES.get_or_init(py, || {
+                let names: &[&str] = if takes_context {
+                    &["loop", "name", "context"]
+                } else {
+                    &["loop", "name"]
+                };
+                context::keyword_names(py, names).unbind()
+            });
+            let none = py.None().into_bound(py);
+            let values = [
+                slf.as_any(),
+                name.as_ref().unwrap_or(&none),
+                context.as_ref().unwrap_or(&none),
+            ];
+            let values = &values[..names.bind(py).len()];
             let task = task.bind(py);
-            let made =
-                context::call_with_keywords(task, &[&coro], names.bind(py), &values[..given]);
+            let made = context::call_with_keywords(task, &[&coro], names.bind(py), values);
             return Ok(made?.unbind());
         }
         let kwargs = PyDict::new(py);

@@ -81,16 +81,12 @@ impl Loop {
             .expect("the waker lives as long as the loop")
     }
 
-    /// The epoll/kqueue descriptor that becomes readable when libuv has events to process.
+    /// The epoll/kqueue descriptor that becomes readable when libuv has events to process
+    /// (the tests wait on it; the loop itself waits inside `run_once`).
+    #[cfg(test)]
     pub fn backend_fd(&self) -> i32 {
         // SAFETY: the loop was initialised in `new` and lives until `drop`.
         unsafe { sys::uv_backend_fd(self.raw.as_ptr()) }
-    }
-
-    /// libuv's own poll timeout in milliseconds (-1: none, 0: it has pending work now).
-    pub fn backend_timeout(&self) -> i32 {
-        // SAFETY: as in `backend_fd`.
-        unsafe { sys::uv_backend_timeout(self.raw.as_ptr()) }
     }
 
     /// Watches `fd` for exactly `events` (READABLE | WRITABLE); 0 stops watching it and closes

@@ -15,7 +15,7 @@ pub use event_loop::Loop;
 pub use poll::{READABLE, WRITABLE};
 pub use sock::{is_open, recv, send};
 
-pub use wait::{hrtime_ns, wait_readable, Readiness};
+pub use wait::hrtime_ns;
 pub use waker::Waker;
 
 /// The raw bindings, for the few items (constants) callers need by name.

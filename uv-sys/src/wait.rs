@@ -1,8 +1,10 @@
-//! Waiting for descriptors with a timeout (poll(2)), and libuv's monotonic clock.
+//! libuv's monotonic clock, and (for the tests) waiting for descriptors with poll(2).
 
+#[cfg(test)]
 use std::io;
 
 /// What `wait_readable` saw.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Readiness {
     /// Bit i set: descriptor i of the slice is readable (or hung up / in error).
@@ -13,6 +15,7 @@ pub enum Readiness {
 }
 
 /// Waits until one of `fds` (at most 32) is readable or `timeout_ms` passes (-1: forever).
+#[cfg(test)]
 pub fn wait_readable(fds: &[i32], timeout_ms: i32) -> io::Result<Readiness> {
     assert!(
         fds.len() <= 32,

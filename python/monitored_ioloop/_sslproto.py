@@ -570,19 +570,28 @@ class SSLProtocol(asyncio.Protocol):
 
     def _read_into_void(self, context: Optional[contextvars.Context]) -> None:
         """Decrypts and drops application data; close_notify is the application's EOF."""
+        _, close_notify = self._decrypt(keep=False)
+        if close_notify:
+            self._call_eof_received(context)
+
+    def _decrypt(self, keep: bool) -> tuple[list[bytes], bool]:
+        """Decrypts what is pending: the application data (kept, or dropped), and whether the
+        peer's close_notify came."""
         incoming, sslobj = self._incoming, self._sslobj
-        close_notify = False
+        chunks: list[bytes] = []
         try:
+            # Checking what is pending saves the SSLWantReadError a read of nothing raises.
             while incoming.pending or sslobj.pending():
-                if not sslobj.read(READ_MAX_SIZE):
-                    close_notify = True
-                    break
+                chunk = sslobj.read(READ_MAX_SIZE)
+                if not chunk:
+                    return chunks, True
+                if keep:
+                    chunks.append(chunk)
         except _AGAIN:
             pass
         except ssl.SSLZeroReturnError:
-            close_notify = True
-        if close_notify:
-            self._call_eof_received(context)
+            return chunks, True
+        return chunks, False
 
     def _on_shutdown_complete(self, exc: Optional[BaseException]) -> None:
         if self._shutdown_timer is not None:
@@ -722,21 +731,7 @@ class SSLProtocol(asyncio.Protocol):
             self._fatal_error(exc, "Fatal error on SSL protocol")
 
     def _read_for_data_received(self) -> None:
-        incoming, sslobj = self._incoming, self._sslobj
-        chunks: list[bytes] = []
-        close_notify = False
-        try:
-            # Checking what is pending saves the SSLWantReadError a read of nothing raises.
-            while incoming.pending or sslobj.pending():
-                chunk = sslobj.read(READ_MAX_SIZE)
-                if not chunk:
-                    close_notify = True
-                    break
-                chunks.append(chunk)
-        except _AGAIN:
-            pass
-        except ssl.SSLZeroReturnError:
-            close_notify = True
+        chunks, close_notify = self._decrypt(keep=True)
         if chunks:
             assert self._app_protocol is not None
             self._app_protocol.data_received(  # type: ignore[attr-defined]

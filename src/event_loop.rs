@@ -131,9 +131,13 @@ static ASYNCIO_FUTURE: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
 static ASYNCIO_TASK: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
 static BASE_CREATE_TASK: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
 static TASK_TAKES_CONTEXT: GILOnceCell<bool> = GILOnceCell::new();
-/// Keyword names of the Future and Task calls.
-static FUTURE_KWNAMES: GILOnceCell<Py<PyTuple>> = GILOnceCell::new();
+/// Keyword names of the Future and Task calls: loop= alone, or loop=, name= (and context=).
+static LOOP_KWNAMES: GILOnceCell<Py<PyTuple>> = GILOnceCell::new();
 static TASK_KWNAMES: GILOnceCell<Py<PyTuple>> = GILOnceCell::new();
+
+fn loop_keyword(py: Python<'_>) -> &Py<PyTuple> {
+    LOOP_KWNAMES.get_or_init(py, || context::keyword_names(py, &["loop"]).unbind())
+}
 
 fn asyncio_attr(py: Python<'_>, name: &str) -> PyResult<Py<PyAny>> {
     Ok(py.import(intern!(py, "asyncio"))?.getattr(name)?.unbind())
@@ -1122,12 +1126,8 @@ impl Loop {
     fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let future = ASYNCIO_FUTURE.get_or_try_init(py, || asyncio_attr(py, "Future"))?;
-        let names =
-            FUTURE_KWNAMES.get_or_init(py, || context::keyword_names(py, &["loop"]).unbind());
-        Ok(
-            context::call_with_keywords(future.bind(py), &[], names.bind(py), &[slf.as_any()])?
-                .unbind(),
-        )
+        let names = loop_keyword(py).bind(py);
+        Ok(context::call_with_keywords(future.bind(py), &[], names, &[slf.as_any()])?.unbind())
     }
 
     /// asyncio's `create_task`: the common case (no task factory, not in debug mode) builds the
@@ -1148,25 +1148,30 @@ impl Loop {
             && (context.is_none() || takes_context);
         if simple {
             let task = ASYNCIO_TASK.get_or_try_init(py, || asyncio_attr(py, "Task"))?;
-            // Task(coro, loop=, name=, context=): None is each keyword's default (context= only
-            // on 3.11+, where `simple` lets one through).
-            let names = TASK_KWNAMES.get_or_init(py, || {
-                let names: &[&str] = if takes_context {
-                    &["loop", "name", "context"]
-                } else {
-                    &["loop", "name"]
-                };
-                context::keyword_names(py, names).unbind()
-            });
+            // Task(coro, loop=) alone in the common case; otherwise name= and context= too,
+            // None being each one's default (context= only on 3.11+, where `simple` lets one
+            // through).
             let none = py.None().into_bound(py);
             let values = [
                 slf.as_any(),
                 name.as_ref().unwrap_or(&none),
                 context.as_ref().unwrap_or(&none),
             ];
-            let values = &values[..names.bind(py).len()];
+            let names = if name.is_none() && context.is_none() {
+                loop_keyword(py)
+            } else {
+                TASK_KWNAMES.get_or_init(py, || {
+                    let names: &[&str] = if takes_context {
+                        &["loop", "name", "context"]
+                    } else {
+                        &["loop", "name"]
+                    };
+                    context::keyword_names(py, names).unbind()
+                })
+            };
+            let names = names.bind(py);
             let task = task.bind(py);
-            let made = context::call_with_keywords(task, &[&coro], names.bind(py), values);
+            let made = context::call_with_keywords(task, &[&coro], names, &values[..names.len()]);
             return Ok(made?.unbind());
         }
         let kwargs = PyDict::new(py);

@@ -24,8 +24,11 @@ LOOP_FACTORY = "monitored_ioloop.monitored_uvloop:new_event_loop"
 
 def free_port(count: int = 1) -> int:
     """A port p such that p .. p + count - 1 were all free a moment ago."""
+    # SO_REUSEADDR, as the servers that take these ports bind: a port an earlier server left in
+    # TIME_WAIT is free for them.
     for _ in range(100):
         with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((LOCALHOST, 0))
             base = int(probe.getsockname()[1])
         if base + count > 65535:
@@ -33,6 +36,7 @@ def free_port(count: int = 1) -> int:
         try:
             for offset in range(1, count):
                 with socket.socket() as other:
+                    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     other.bind((LOCALHOST, base + offset))
         except OSError:
             continue

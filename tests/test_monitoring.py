@@ -22,8 +22,10 @@ BUSY_S = 0.2
 
 
 def busy_wait(seconds: float) -> None:
-    """Holds the loop's thread, as a CPU-bound callback would."""
-    end = time.perf_counter() + seconds
+    """Holds the loop's thread, as a CPU-bound callback would, for a little longer than
+    ``seconds``: the loop times dispatches in TSC ticks calibrated against the monotonic clock,
+    which may count a few microseconds short over 50 ms."""
+    end = time.perf_counter() + seconds * 1.001
     while time.perf_counter() < end:
         pass
 

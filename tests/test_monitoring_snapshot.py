@@ -38,7 +38,9 @@ RELATIVE_ERROR = 1 / 64
 
 
 def busy_wait(seconds: float) -> None:
-    end = time.perf_counter() + seconds
+    # A little longer than asked: the loop times dispatches in TSC ticks calibrated against
+    # the monotonic clock, which may count a few microseconds short over tens of ms.
+    end = time.perf_counter() + seconds * 1.001
     while time.perf_counter() < end:
         pass
 

@@ -43,8 +43,6 @@ struct State {
     /// The type of the last protocol set, kept after teardown so that monitor reports read
     /// later can still name the protocol a read went to.
     protocol_type: Option<Py<PyType>>,
-    /// `protocol.data_received`, looked up once per protocol.
-    data_received: Option<Py<PyAny>>,
     buffered: bool,
     protocol_connected: bool,
     closing: bool,
@@ -136,14 +134,63 @@ impl StreamCore {
         Ok(())
     }
 
+    /// One read, handed to the protocol (`protocol.data_received` is looked up per call, as
+    /// asyncio does, by a method call that makes no bound method).
+    fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let py = slf.py();
+        let this = slf.get();
+        let protocol = {
+            let state = this.state();
+            if state.conn_lost > 0 {
+                return Ok(());
+            }
+            if state.buffered {
+                None
+            } else {
+                state.protocol.as_ref().map(|p| p.clone_ref(py))
+            }
+        };
+        let Some(protocol) = protocol else {
+            this.transport
+                .bind(py)
+                .call_method0(intern!(py, "_read_ready__get_buffer"))?;
+            return Ok(());
+        };
+        let read = READ_BUFFER.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            uv_sys::recv(this.fd, &mut buf).map(|n| PyBytes::new(py, &buf[..n]))
+        });
+        match read {
+            Err(err) if would_block(&err) => Ok(()),
+            Err(err) => Self::fatal(slf, os_error(err), "Fatal read error on socket transport"),
+            Ok(data) if data.as_bytes().is_empty() => {
+                this.transport
+                    .bind(py)
+                    .call_method0(intern!(py, "_read_ready__on_eof"))?;
+                Ok(())
+            }
+            Ok(data) => match protocol
+                .bind(py)
+                .call_method1(intern!(py, "data_received"), (data,))
+            {
+                Ok(_) => Ok(()),
+                Err(err) => Self::fatal(
+                    slf,
+                    err,
+                    "Fatal error: protocol.data_received() call failed.",
+                ),
+            },
+        }
+    }
+
     fn start_reading(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let callback = slf.getattr(intern!(py, "_read_ready"))?;
+        // The reader's callback is the core itself (`__call__`): no bound method per connection.
         Loop::watch_fd(
             this.event_loop.bind(py),
             this.fd,
-            callback,
+            slf.clone().into_any(),
             PyTuple::empty(py),
             READABLE,
             Some(this.context.bind(py)),
@@ -173,7 +220,6 @@ impl StreamCore {
             state: Mutex::new(State {
                 protocol: None,
                 protocol_type: None,
-                data_received: None,
                 buffered: false,
                 protocol_connected: false,
                 closing: false,
@@ -198,7 +244,6 @@ impl StreamCore {
         if let Ok(state) = self.state.try_lock() {
             visit.call(&state.protocol)?;
             visit.call(&state.protocol_type)?;
-            visit.call(&state.data_received)?;
             visit.call(&state.empty_waiter)?;
         }
         Ok(())
@@ -217,16 +262,6 @@ impl StreamCore {
         let buffered = !protocol.is_none()
             && (protocol.is_instance(buffered_type.bind(py))?
                 || protocol.hasattr(intern!(py, "get_buffer"))?);
-        // A protocol without `data_received` fails at its first read (a fatal error there, as
-        // asyncio), not here: this runs inside the transport's constructor.
-        let data_received = if buffered || protocol.is_none() {
-            None
-        } else {
-            protocol
-                .getattr(intern!(py, "data_received"))
-                .ok()
-                .map(Bound::unbind)
-        };
         let protocol_type = (!protocol.is_none()).then(|| protocol.get_type().unbind());
         let old = {
             let mut state = self.state();
@@ -235,9 +270,7 @@ impl StreamCore {
             }
             state.buffered = buffered;
             state.protocol_connected = !protocol.is_none();
-            let old_cb = std::mem::replace(&mut state.data_received, data_received);
-            let old_proto = state.protocol.replace(protocol.unbind());
-            (old_cb, old_proto)
+            state.protocol.replace(protocol.unbind())
         };
         drop(old);
         Ok(())
@@ -320,59 +353,18 @@ impl StreamCore {
 
     /// The reader callback: one read, handed to the protocol.
     fn _read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
-        let py = slf.py();
-        let this = slf.get();
-        let (data_received, buffered) = {
-            let state = this.state();
-            if state.conn_lost > 0 {
-                return Ok(());
-            }
-            if state.buffered {
-                (None, true)
-            } else {
-                (state.data_received.as_ref().map(|d| d.clone_ref(py)), false)
-            }
-        };
-        let Some(data_received) = data_received else {
-            if !buffered {
-                let protocol = this.state().protocol.as_ref().map(|p| p.clone_ref(py));
-                if let Some(protocol) = protocol {
-                    if let Err(err) = protocol.bind(py).getattr(intern!(py, "data_received")) {
-                        return Self::fatal(
-                            slf,
-                            err,
-                            "Fatal error: protocol.data_received() call failed.",
-                        );
-                    }
-                }
-            }
-            this.transport
-                .bind(py)
-                .call_method0(intern!(py, "_read_ready__get_buffer"))?;
-            return Ok(());
-        };
-        let read = READ_BUFFER.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            uv_sys::recv(this.fd, &mut buf).map(|n| PyBytes::new(py, &buf[..n]))
-        });
-        match read {
-            Err(err) if would_block(&err) => Ok(()),
-            Err(err) => Self::fatal(slf, os_error(err), "Fatal read error on socket transport"),
-            Ok(data) if data.as_bytes().is_empty() => {
-                this.transport
-                    .bind(py)
-                    .call_method0(intern!(py, "_read_ready__on_eof"))?;
-                Ok(())
-            }
-            Ok(data) => match data_received.bind(py).call1((data,)) {
-                Ok(_) => Ok(()),
-                Err(err) => Self::fatal(
-                    slf,
-                    err,
-                    "Fatal error: protocol.data_received() call failed.",
-                ),
-            },
-        }
+        Self::read_ready(slf)
+    }
+
+    /// The core is the fd watcher's reader callback: calling it is `_read_ready()`.
+    fn __call__(slf: &Bound<'_, Self>) -> PyResult<()> {
+        Self::read_ready(slf)
+    }
+
+    /// How asyncio's reprs name the reader callback (`<Handle StreamCore._read_ready()>`).
+    #[getter]
+    fn __qualname__(&self) -> &'static str {
+        "StreamCore._read_ready"
     }
 
     fn write(slf: &Bound<'_, Self>, data: &Bound<'_, PyAny>) -> PyResult<()> {

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import os
 import socket
+import struct
 import sys
 import tempfile
 import threading
 import time
+import weakref
 from typing import Any, Awaitable, Optional, TypeVar
 
 import pytest
@@ -289,6 +292,133 @@ def test_extra_info_is_read_from_the_open_socket(loop: Loop) -> None:
         await server.wait_closed()
 
     run_within(loop, main())
+
+
+def test_an_accepted_peer_that_resets_keeps_its_address(loop: Loop) -> None:
+    # accept() gave the address: it outlives a reset, after which getpeername() fails.
+    class Keeps(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport_seen = transport
+
+    async def main() -> tuple[Any, Any, Any]:
+        factory = OneConnection(Keeps)
+        server = await loop.create_server(factory, LOCALHOST, 0)
+        client = socket.create_connection(server.sockets[0].getsockname())
+        proto = await factory.made
+        await asyncio.sleep(0.05)
+        lost = loop.create_future()
+        proto.connection_lost = lost.set_result
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        address = client.getsockname()
+        client.close()
+        exc = await lost
+        server.close()
+        await server.wait_closed()
+        return exc, address, proto
+
+    exc, address, proto = run_within(loop, main())
+    assert isinstance(exc, ConnectionResetError)
+    assert proto.transport_seen.get_extra_info("peername") == address
+
+
+# -- accepting -----------------------------------------------------------------------------------
+
+
+def test_a_plain_connection_is_set_up_by_the_accept_without_a_task(loop: Loop) -> None:
+    # As uvloop: the protocol factory runs in the accept's own callback; asyncio would create
+    # a task per connection for it.
+    seen: list[Any] = []
+
+    async def main() -> None:
+        def factory() -> asyncio.Protocol:
+            seen.append(asyncio.current_task())
+            return asyncio.Protocol()
+
+        server = await loop.create_server(factory, LOCALHOST, 0)
+        with socket.create_connection(server.sockets[0].getsockname()):
+            for _ in range(100):
+                if seen:
+                    break
+                await asyncio.sleep(0.01)
+        server.close()
+        await server.wait_closed()
+
+    run_within(loop, main())
+    assert seen == [None]
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_failing_protocol_factory_closes_the_connection(loop: Loop, debug: bool) -> None:
+    # As asyncio: the error is reported in debug mode only; the peer sees the connection
+    # closed, and the server goes on accepting.
+    loop.set_debug(debug)
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    calls = 0
+
+    def factory() -> asyncio.Protocol:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("no protocol")
+        return asyncio.Protocol()
+
+    async def main() -> bytes:
+        server = await loop.create_server(factory, LOCALHOST, 0)
+        address = server.sockets[0].getsockname()
+        first = socket.create_connection(address)
+        first.setblocking(False)
+        data = await asyncio.wait_for(loop.sock_recv(first, 10), 5)
+        first.close()
+        with socket.create_connection(address):
+            while calls < 2:
+                await asyncio.sleep(0.01)
+        server.close()
+        await server.wait_closed()
+        return data
+
+    assert run_within(loop, main()) == b""
+    messages = [e["message"] for e in errors if isinstance(e.get("exception"), ValueError)]
+    assert messages == (["Error on transport creation for incoming connection"] if debug else [])
+
+
+def test_the_loop_knows_a_transports_descriptor_until_its_connection_is_lost(loop: Loop) -> None:
+    async def main() -> tuple[Any, int]:
+        server = await asyncio.start_server(lambda r, w: None, LOCALHOST, 0)
+        _, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+        fd = writer.transport.get_extra_info("socket").fileno()
+        assert loop._transports[fd] is writer.transport
+        with pytest.raises(RuntimeError, match="is used by transport"):
+            loop.add_reader(fd, lambda: None)
+        writer.close()
+        await writer.wait_closed()
+        server.close()
+        await server.wait_closed()
+        return writer.transport, fd
+
+    transport, fd = run_within(loop, main())
+    assert fd not in loop._transports
+    assert loop._transports.get(fd) is None
+
+
+def test_a_transport_left_open_is_collected_once_the_loop_closes() -> None:
+    # The loop holds its stream transports (see TransportMap) until they are closed or it is:
+    # one the user dropped is then collected, warns and closes its socket, as asyncio's.
+    loop = Loop()
+    try:
+        async def main() -> Any:
+            server = await asyncio.start_server(lambda r, w: None, LOCALHOST, 0)
+            _, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+            writer.transport.pause_reading()
+            server.close()
+            return weakref.ref(writer.transport)
+
+        ref = run_within(loop, main())
+    finally:
+        with pytest.warns(ResourceWarning, match="unclosed transport"):
+            loop.close()
+            gc.collect()
+    assert ref() is None
 
 
 def test_close_in_resume_writing_loses_the_connection_once(loop: Loop) -> None:

@@ -32,8 +32,14 @@ def task_name(callback: Any) -> Optional[str]:
 
 
 def _protocol_method(callback: Any) -> Optional[str]:
-    owner = getattr(callback, "__self__", None)
-    method = _TRANSPORT_METHODS.get(getattr(callback, "__name__", ""))
+    owner: Any
+    method: Optional[str]
+    if isinstance(callback, StreamCore):
+        # The reader of a stream transport: the core itself is the watcher's callback.
+        owner, method = callback, "data_received"
+    else:
+        owner = getattr(callback, "__self__", None)
+        method = _TRANSPORT_METHODS.get(getattr(callback, "__name__", ""))
     if method is None or not isinstance(owner, (StreamCore, asyncio.BaseTransport)):
         return None
     protocol_type = getattr(owner, "_protocol_type", None)

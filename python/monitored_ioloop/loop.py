@@ -22,7 +22,7 @@ import sys
 import threading
 import warnings
 import weakref
-from asyncio import coroutines, events
+from asyncio import constants, coroutines, events, trsock
 from asyncio.log import logger
 from collections.abc import Iterator, Mapping
 from contextvars import Context, copy_context
@@ -32,7 +32,7 @@ from monitored_ioloop import _native
 from monitored_ioloop._sslproto import SSLProtocol
 from monitored_ioloop.datagram import DatagramTransport
 from monitored_ioloop.monitoring import LoopSnapshot, MonitorCallback, WatchdogReport
-from monitored_ioloop.transports import SocketTransport
+from monitored_ioloop.transports import SocketTransport, TransportMap
 
 __all__ = ["DEFAULT_SLOW_CALLBACK_CAPACITY", "DEFAULT_SLOW_CALLBACK_THRESHOLD", "Loop"]
 
@@ -41,6 +41,9 @@ DEFAULT_SLOW_CALLBACK_THRESHOLD = 0.1
 #: Slow callbacks kept (the oldest are dropped first).
 DEFAULT_SLOW_CALLBACK_CAPACITY = 256
 
+
+#: accept() errors that mean "out of descriptors or memory": retried after a delay.
+_ACCEPT_RESOURCE_ERRNOS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 _STREAM_FAMILIES = tuple(
     getattr(socket, name) for name in ("AF_INET", "AF_INET6", "AF_UNIX") if hasattr(socket, name)
@@ -180,6 +183,7 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             _watchdog.check_options(watchdog_threshold, watchdog_callback)
         selector = _NativeSelector()
         asyncio.SelectorEventLoop.__init__(self, selector)
+        self._transports = TransportMap()
         selector._loop = weakref.ref(self)
         self._signal_handlers: dict[int, _SignalEntry] = {}
         self._wakeup = _SignalWakeup()
@@ -232,6 +236,81 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
     def _close_self_pipe(self) -> None:
         pass
 
+    # -- accepting: a plain connection is set up at once ---------------------------------------
+
+    def _accept_connection(
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        sock: socket.socket,
+        sslcontext: Any = None,
+        server: Any = None,
+        backlog: int = 100,
+        *ssl_timeouts: Any,
+    ) -> None:
+        """Accepts what is waiting on a listening socket (at most ``backlog`` connections).
+
+        asyncio sets each connection up in a task of its own; a plain one needs nothing to
+        wait for, so here (as in uvloop) its protocol and transport are made at once: no task
+        and no waiter future per connection, which keeps a burst of connections from growing
+        the heap. A TLS connection waits for its handshake, in asyncio's task."""
+        if sslcontext:
+            super()._accept_connection(  # type: ignore[misc]
+                protocol_factory, sock, sslcontext, server, backlog, *ssl_timeouts
+            )
+            return
+        for _ in range(backlog):
+            try:
+                conn, addr = sock.accept()
+                conn.setblocking(False)
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_RESOURCE_ERRNOS:
+                    raise  # to the exception handler, as asyncio
+                # Linux keeps reporting the socket readable: stop watching it for a while.
+                self.call_exception_handler({
+                    "message": "socket.accept() out of system resource",
+                    "exception": exc,
+                    "socket": trsock.TransportSocket(sock),
+                })
+                self._remove_reader(sock.fileno())
+                self.call_later(
+                    constants.ACCEPT_RETRY_DELAY, self._start_serving,  # type: ignore[attr-defined]
+                    protocol_factory, sock, sslcontext, server, backlog, *ssl_timeouts,
+                )
+                return
+            if self._debug:
+                logger.debug("%r got a new connection from %r: %r", server, addr, conn)
+            self._set_up_accepted(protocol_factory, conn, addr, server)
+
+    def _set_up_accepted(
+        self,
+        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        conn: socket.socket,
+        addr: Any,
+        server: Any,
+    ) -> None:
+        protocol = transport = None
+        try:
+            protocol = protocol_factory()
+            transport = self._make_socket_transport(
+                conn, protocol, extra={"peername": addr}, server=server
+            )
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            if transport is None:
+                conn.close()
+            # As asyncio: reported in debug mode only.
+            if self._debug:
+                context: dict[str, Any] = {
+                    "message": "Error on transport creation for incoming connection",
+                    "exception": exc,
+                }
+                if protocol is not None:
+                    context["protocol"] = protocol
+                self.call_exception_handler(context)
+
     # -- transports: stream sockets get the native transport ---------------------------------
 
     def _make_socket_transport(
@@ -244,7 +323,12 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         server: Optional[Any] = None,
     ) -> asyncio.Transport:
         if sock.type == socket.SOCK_STREAM and sock.family in _STREAM_FAMILIES:
-            return SocketTransport(self, sock, protocol, waiter, extra, server)
+            # The accepted peer's address is kept on its own (no dict per idle connection).
+            peername = None
+            if extra and "peername" in extra:
+                extra = dict(extra)
+                peername = extra.pop("peername")
+            return SocketTransport(self, sock, protocol, waiter, extra, server, peername)
         return super()._make_socket_transport(  # type: ignore[misc,no-any-return]
             sock, protocol, waiter, extra=extra, server=server
         )
@@ -575,6 +659,9 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             self._watchdog.stop()
         self._close_native()
         self._closed = True
+        # Transports left open are the user's to close; the loop lets go of them (an
+        # unreferenced one is collected and warns, as asyncio's).
+        self._transports.clear()
         # Operations still pending let go of their sockets (a socket the user closed meanwhile
         # is really closed now).
         for sock, count in list(self._held_sockets.items()):

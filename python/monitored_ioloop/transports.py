@@ -11,13 +11,15 @@ import contextvars
 import socket
 import sys
 import warnings
+import weakref
 from asyncio import constants, futures, transports, trsock
 from asyncio.log import logger
+from collections.abc import Iterator
 from typing import Any, Optional
 
 from monitored_ioloop import _native
 
-__all__ = ["SocketTransport"]
+__all__ = ["SocketTransport", "TransportMap"]
 
 
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
@@ -51,6 +53,64 @@ class _TransportSocket(trsock.TransportSocket):
         )
 
 
+class TransportMap(weakref.WeakValueDictionary[int, Any]):
+    """The loop's ``_transports`` (descriptor -> transport, which asyncio consults before
+    letting ``add_reader`` or a ``sock_*`` call touch a descriptor).
+
+    asyncio holds transports weakly. A native stream transport is held strongly instead, until
+    its connection is lost (it removes itself) or the loop closes: a weak reference would cost
+    every idle connection 88 bytes. Other transports are held weakly, as in asyncio."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._native: dict[int, SocketTransport] = {}
+
+    def __setitem__(self, fd: int, transport: Any) -> None:
+        if isinstance(transport, SocketTransport):
+            super().pop(fd, None)
+            self._native[fd] = transport
+        else:
+            self._native.pop(fd, None)
+            super().__setitem__(fd, transport)
+
+    def __getitem__(self, fd: int) -> Any:
+        native = self._native.get(fd)
+        return native if native is not None else super().__getitem__(fd)
+
+    def get(self, fd: int, default: Any = None) -> Any:
+        native = self._native.get(fd)
+        return native if native is not None else super().get(fd, default)
+
+    def __delitem__(self, fd: int) -> None:
+        if self._native.pop(fd, None) is None:
+            super().__delitem__(fd)
+
+    def __contains__(self, fd: object) -> bool:
+        return fd in self._native or super().__contains__(fd)
+
+    def __iter__(self) -> Iterator[int]:
+        yield from list(self._native)
+        yield from super().__iter__()
+
+    def __len__(self) -> int:
+        return len(self._native) + super().__len__()
+
+    def pop(self, fd: int, *default: Any) -> Any:
+        if fd in self._native:
+            return self._native.pop(fd)
+        return super().pop(fd, *default)
+
+    def clear(self) -> None:
+        self._native.clear()
+        super().clear()
+
+    def discard_native(self, fd: int, transport: SocketTransport) -> None:
+        """Forgets ``transport`` (at the end of its connection) if it is still the one
+        registered for ``fd``."""
+        if self._native.get(fd) is transport:
+            del self._native[fd]
+
+
 #: Extra info computed on demand from the socket.
 _LAZY_EXTRA = frozenset(("socket", "sockname", "peername"))
 
@@ -60,8 +120,11 @@ class SocketTransport(transports._FlowControlMixin):
 
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
     _start_tls_compatible = True
-    # Class-level default so __del__ works even if __init__ failed before setting it.
-    _sock: Optional[socket.socket] = None
+
+    # No instance dict (as uvloop's transports): an idle connection is as small as it can be.
+    # asyncio's bases keep `_extra` and `_loop` in their slots; `_extra` stays None until extra
+    # info is first asked for, `_peername` is the address accept() returned.
+    __slots__ = ("_context", "_core", "write", "_sock", "_server", "_peername", "__weakref__")
 
     _protocol = _core_attribute("_protocol")
     _protocol_connected = _core_attribute("_protocol_connected")
@@ -86,6 +149,7 @@ class SocketTransport(transports._FlowControlMixin):
         waiter: Optional[Any] = None,
         extra: Optional[dict[str, Any]] = None,
         server: Optional[Any] = None,
+        peername: Any = None,
     ) -> None:
         # As uvloop: the protocol's callbacks all run in a copy of the context current when
         # the connection was made (create_connection's caller; for a server, the context of
@@ -97,12 +161,12 @@ class SocketTransport(transports._FlowControlMixin):
         # protocol and the socket. The others delegate (a bound method per connection each
         # would cost an idle connection more memory than they save time).
         self.write = core.write  # type: ignore[method-assign]
-        self._sock_fd = core._sock_fd
-        super().__init__(extra, loop)
+        super().__init__(None, loop)
         # "socket", "sockname" and "peername" are made when first asked for (or when the
         # connection ends, so they stay readable after it): an idle connection does not hold
-        # two address tuples and a socket view it may never show.
-        self._extra: dict[str, Any] = dict(extra) if extra else {}
+        # a dict, two address tuples and a socket view it may never show.
+        self._extra: Optional[dict[str, Any]] = dict(extra) if extra else None
+        self._peername = peername
         self._loop: Any = loop
         self._sock: Optional[socket.socket] = sock
         self._server = server
@@ -111,12 +175,13 @@ class SocketTransport(transports._FlowControlMixin):
                 server._attach(self)
             else:
                 server._attach()
-        loop._transports[self._sock_fd] = self
         if sock.family in _TCP_FAMILIES and sock.proto in (0, socket.IPPROTO_TCP):
             # asyncio only does this for sockets created with proto=IPPROTO_TCP; proto 0 is TCP
             # too for a stream socket, and uvloop sets it for every TCP socket.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.set_protocol(protocol)
+        # Registered last: the loop holds it (see TransportMap) once nothing above can fail.
+        loop._transports[self._sock_fd] = self
         loop.call_soon(protocol.connection_made, self, context=self._context)
         loop.call_soon(self._start_reading, context=self._context)
         if waiter is not None:
@@ -135,31 +200,48 @@ class SocketTransport(transports._FlowControlMixin):
                         f"bufsize={self.get_write_buffer_size()}>")
         return "<{}>".format(" ".join(info))
 
+    @property
+    def _sock_fd(self) -> int:
+        return self._core._sock_fd
+
     def __del__(self, _warn: Any = warnings.warn) -> None:
-        if self._sock is not None:
+        # getattr: __init__ may have failed before setting it.
+        sock = getattr(self, "_sock", None)
+        if sock is not None:
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._sock.close()
+            sock.close()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         extra = self._extra
-        if name not in extra and name in _LAZY_EXTRA:
-            self._fill_extra()
+        if extra is None or name not in extra:
+            if name not in _LAZY_EXTRA:
+                return default if extra is None else extra.get(name, default)
+            extra = self._fill_extra(name)
         return extra.get(name, default)
 
-    def _fill_extra(self) -> None:
-        """The socket's extra info, from the socket while it is open (as asyncio records it
-        when the transport is made)."""
-        extra, sock = self._extra, self._sock
+    def _fill_extra(self, *names: str) -> dict[str, Any]:
+        """The extra info, with ``names`` (default: all of socket, sockname and peername)
+        read from the socket while it is open, as asyncio records them when it makes the
+        transport."""
+        extra = self._extra
+        if extra is None:
+            extra = self._extra = {}
+        sock = self._sock
         if sock is None:
-            return
-        if "socket" not in extra:
-            extra["socket"] = _TransportSocket(sock)
-        for name, read in (("sockname", sock.getsockname), ("peername", sock.getpeername)):
-            if name not in extra:
+            return extra
+        for name in names or _LAZY_EXTRA:
+            if name in extra:
+                continue
+            if name == "socket":
+                extra[name] = _TransportSocket(sock)
+            elif name == "peername" and self._peername is not None:
+                extra[name] = self._peername
+            else:
                 try:
-                    extra[name] = read()
+                    extra[name] = sock.getsockname() if name == "sockname" else sock.getpeername()
                 except OSError:
                     extra[name] = None
+        return extra
 
     def _start_reading(self) -> None:
         self._core._start_reading()
@@ -242,14 +324,18 @@ class SocketTransport(transports._FlowControlMixin):
                 waiter.set_exception(ConnectionError("Connection is closed by peer"))
             if self._sock is not None:
                 # The addresses stay readable after the connection.
-                self._fill_extra()
-                # The core forgets the descriptor first: its number is free for reuse after.
+                extra = self._fill_extra()
+                # The loop and the core forget the descriptor first: its number is free for
+                # reuse after.
+                transports = self._loop._transports
+                if isinstance(transports, TransportMap):
+                    transports.discard_native(self._sock_fd, self)
                 self._core._detach()
                 self._sock.close()
                 self._sock = None
                 # As uvloop: a closed transport has no socket to show (asyncio would hand out
                 # the closed one).
-                self._extra["socket"] = None
+                extra["socket"] = None
             self._protocol = None
             self._loop = None
             server = self._server

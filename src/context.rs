@@ -20,7 +20,10 @@ pub fn call_in_context(
     if unsafe { ffi::PyContext_Enter(context.as_ptr()) } != 0 {
         return Err(PyErr::fetch(py));
     }
-    let result = callback.call1(args).map(drop);
+    let result = match crate::transport::try_read_ready(callback, args) {
+        Some(read) => read,
+        None => callback.call1(args).map(drop),
+    };
     // SAFETY: the context was entered just above on this thread and the callback, whatever it
     // did, cannot leave another context entered on top of it (Context.run restores on exit).
     let exited = unsafe { ffi::PyContext_Exit(context.as_ptr()) };

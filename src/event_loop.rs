@@ -89,6 +89,8 @@ struct Core {
 struct Uv {
     watchers: Watchers,
     event_loop: uv_sys::Loop,
+    /// Reused by every poll (taken out while its handles are queued).
+    fired: Fired,
 }
 
 #[pyclass(module = "monitored_ioloop._native", subclass, frozen, weakref)]
@@ -469,10 +471,15 @@ impl Loop {
             this.aggregates.get(py).borrow_mut().metrics.idle_ns += ticks_to_ns(since, polled);
         }
         let signals = uv.event_loop.take_signal();
-        let fired = uv.watchers.fired(&mut uv.event_loop, py);
+        let mut fired = std::mem::take(&mut uv.fired);
+        uv.watchers.fired(&mut uv.event_loop, py, &mut fired);
         *this.uv.lock(py) = Some(uv);
         ran.map_err(os_error)?;
-        Self::queue_fired(slf, fired)?;
+        let queued = Self::queue_fired(slf, &mut fired);
+        if let Some(uv) = this.uv.lock(py).as_mut() {
+            uv.fired = fired;
+        }
+        queued?;
         if signals {
             if signal_fd >= 0 {
                 slf.call_method0(intern!(py, "_read_signal_fd"))?;
@@ -483,17 +490,25 @@ impl Loop {
     }
 
     /// Queues the reader/writer handles I/O made runnable, lag counted from the poll's return.
-    fn queue_fired(slf: &Bound<'_, Self>, fired: Fired) -> PyResult<()> {
+    /// Empties `fired` (keeping its allocations).
+    fn queue_fired(slf: &Bound<'_, Self>, fired: &mut Fired) -> PyResult<()> {
         let this = slf.get();
-        for (fd, which) in fired.cancelled {
-            Self::remove_watcher(slf, fd, which)?;
+        let mut removed = Ok(());
+        for (fd, which) in fired.cancelled.drain(..) {
+            if removed.is_ok() {
+                removed = Self::remove_watcher(slf, fd, which).map(drop);
+            }
+        }
+        if let Err(err) = removed {
+            fired.runnable.clear();
+            return Err(err);
         }
         if fired.runnable.is_empty() {
             return Ok(());
         }
         let polled = this.last_poll_tick.load(Relaxed);
         let mut core = this.core.lock(slf.py());
-        for handle in fired.runnable {
+        for handle in fired.runnable.drain(..) {
             if handle.get().inner.is_queued() {
                 // Still waiting from an earlier poll (an interrupted batch): once is enough.
                 continue;
@@ -965,6 +980,7 @@ impl Loop {
             uv: GilCell::new(Some(Uv {
                 watchers: Watchers::default(),
                 event_loop,
+                fired: Fired::default(),
             })),
             waker,
             counts: Arc::new(CancelCounts::default()),

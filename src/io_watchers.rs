@@ -7,7 +7,6 @@
 //! libuv's poll callbacks only record `(fd, events)`; the loop turns them into ready handles
 //! after libuv returns, so no Python code runs inside libuv.
 
-use std::collections::HashMap;
 use std::io;
 
 use pyo3::prelude::*;
@@ -15,6 +14,7 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::handles::{refs_in_traverse, Handle};
 
+use uv_sys::{FdMap, PollEvent};
 pub use uv_sys::{READABLE, WRITABLE};
 
 #[derive(Default)]
@@ -46,10 +46,13 @@ impl Watcher {
 
 #[derive(Default)]
 pub struct Watchers {
-    map: HashMap<i32, Watcher>,
+    map: FdMap<Watcher>,
+    /// libuv's reports, drained here each iteration (the allocation is kept).
+    events: Vec<PollEvent>,
 }
 
-/// What an I/O event made runnable, and the handles found cancelled (to be removed).
+/// What an I/O event made runnable, and the handles found cancelled (to be removed). The loop
+/// keeps one and empties it each iteration, so its vectors are allocated once.
 #[derive(Default)]
 pub struct Fired {
     pub runnable: Vec<Py<Handle>>,
@@ -102,11 +105,12 @@ impl Watchers {
         removed
     }
 
-    /// Turns what libuv reported since the last call into runnable handles.
-    pub fn fired(&mut self, event_loop: &mut uv_sys::Loop, py: Python<'_>) -> Fired {
-        let mut fired = Fired::default();
-        for (fd, result) in event_loop.take_events() {
-            let Some(watcher) = self.map.get(&fd) else {
+    /// Adds what libuv reported since the last call to `fired`, as runnable handles.
+    pub fn fired(&mut self, event_loop: &mut uv_sys::Loop, py: Python<'_>, fired: &mut Fired) {
+        let Watchers { map, events } = self;
+        event_loop.drain_events(events);
+        for (fd, result) in events.drain(..) {
+            let Some(watcher) = map.get(&fd) else {
                 continue;
             };
             if result.is_err() {
@@ -131,7 +135,6 @@ impl Watchers {
                 }
             }
         }
-        fired
     }
 
     /// `(events, reader, writer)` of `fd`, for the selector view asyncio's reprs read.

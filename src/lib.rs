@@ -19,6 +19,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<transport::StreamCore>()?;
+    transport::remember_type(m.py());
     m.add_class::<monitoring::IoLoopMonitorState>()?;
     m.add("HISTOGRAM_SUB_BITS", monitoring::HISTOGRAM_SUB_BITS)?;
     m.add_function(wrap_pyfunction!(event_loop::_histogram_of, m)?)?;

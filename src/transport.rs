@@ -11,7 +11,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard};
 
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
@@ -20,6 +20,7 @@ use crate::context::is_fatal;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyByteArray, PyBytes, PyTuple, PyType};
+use pyo3::PyTypeInfo;
 use pyo3::{intern, PyTraverseError, PyVisit};
 
 use crate::event_loop::{os_error, Loop};
@@ -37,6 +38,31 @@ thread_local! {
 }
 
 static BUFFERED_PROTOCOL: GILOnceCell<Py<PyType>> = GILOnceCell::new();
+
+/// `StreamCore`'s type object, for the dispatch's one-compare check (PyO3's own lookup of it
+/// costs tens of instructions).
+static CORE_TYPE: AtomicUsize = AtomicUsize::new(0);
+
+/// Called once the class is registered.
+pub fn remember_type(py: Python<'_>) {
+    CORE_TYPE.store(StreamCore::type_object(py).as_ptr() as usize, Relaxed);
+}
+
+/// Runs a stream transport's read when `callback` is its core (an fd watcher's reader, called
+/// with no arguments) without going through Python's call protocol; None for anything else.
+#[inline]
+pub fn try_read_ready(
+    callback: &Bound<'_, PyAny>,
+    args: &Bound<'_, PyTuple>,
+) -> Option<PyResult<()>> {
+    if callback.get_type_ptr() as usize != CORE_TYPE.load(Relaxed) || !args.is_empty() {
+        return None;
+    }
+    // SAFETY: the object's type is exactly StreamCore's (compared just above, and the class
+    // cannot be subclassed), so it is laid out as one.
+    let core = unsafe { callback.downcast_unchecked::<StreamCore>() };
+    Some(StreamCore::read_ready(core))
+}
 
 struct State {
     protocol: Option<Py<PyAny>>,

@@ -7,7 +7,6 @@
 //! poll system call. One that must not wait runs `run_nowait()`. A descriptor that signals
 //! arrive on (Python's wake-up fd) is watched apart, so a signal ends the wait.
 
-use std::collections::HashMap;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::raw::c_void;
@@ -17,13 +16,17 @@ use std::sync::{Arc, Mutex};
 use libuv_sys2 as sys;
 
 use crate::error::check;
+use crate::fd_map::FdMap;
 use crate::poll::{Poll, PollEvents};
 use crate::waker::Waker;
+
+/// What a poll handle reported: its descriptor, and the events (READABLE | WRITABLE) or the error.
+pub type PollEvent = (i32, io::Result<i32>);
 
 pub struct Loop {
     raw: Box<MaybeUninit<sys::uv_loop_t>>,
     waker: Option<Waker>,
-    polls: HashMap<i32, Poll>,
+    polls: FdMap<Poll>,
     /// Descriptors whose registration libuv will only make at its next run.
     unregistered: Vec<i32>,
     events: PollEvents,
@@ -51,7 +54,7 @@ impl Loop {
         let mut event_loop = Loop {
             raw,
             waker: None,
-            polls: HashMap::new(),
+            polls: FdMap::default(),
             unregistered: Vec::new(),
             events: Arc::new(Mutex::new(Vec::new())),
             deadline: Box::new(MaybeUninit::uninit()),
@@ -129,8 +132,17 @@ impl Loop {
     }
 
     /// What the poll handles reported since the last call: `(fd, events or error)`.
-    pub fn take_events(&mut self) -> Vec<(i32, io::Result<i32>)> {
-        std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+    #[cfg(test)]
+    pub fn take_events(&mut self) -> Vec<PollEvent> {
+        let mut events = Vec::new();
+        self.drain_events(&mut events);
+        events
+    }
+
+    /// Moves what the poll handles reported since the last call to the end of `into` (whose
+    /// allocation the caller reuses: no allocation per iteration).
+    pub fn drain_events(&mut self, into: &mut Vec<PollEvent>) {
+        into.append(&mut self.events.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
     /// Watches `fd` (-1: none) as the descriptor signals arrive on; `run_once` returns when it

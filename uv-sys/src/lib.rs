@@ -5,13 +5,15 @@
 
 mod error;
 mod event_loop;
+mod fd_map;
 mod poll;
 mod sock;
 mod wait;
 mod waker;
 
 pub use error::{check, uv_error};
-pub use event_loop::Loop;
+pub use event_loop::{Loop, PollEvent};
+pub use fd_map::{FdHasher, FdMap};
 pub use poll::{READABLE, WRITABLE};
 pub use sock::{is_open, recv, send};
 

@@ -96,7 +96,8 @@ struct Uv {
 #[pyclass(module = "monitored_ioloop._native", subclass, frozen, weakref)]
 pub struct Loop {
     core: GilCell<Core>,
-    uv: GilCell<Option<Uv>>,
+    /// Boxed: each poll takes it out of the cell and puts it back, moving a pointer.
+    uv: GilCell<Option<Box<Uv>>>,
     waker: uv_sys::Waker,
     counts: Arc<CancelCounts>,
     running: AtomicBool,
@@ -563,7 +564,7 @@ impl Loop {
                 watchers,
                 event_loop,
                 ..
-            } = uv;
+            } = &mut **uv;
             watchers.set(event_loop, fd, which, handle.clone_ref(py))
         };
         match replaced {
@@ -660,6 +661,9 @@ impl Loop {
     /// Forgets cancelled timers taken out of the heap. Called outside the core lock: releasing
     /// the last reference to a handle may run arbitrary Python code.
     fn forget_timers(&self, dropped: Vec<Py<TimerHandle>>) {
+        if dropped.is_empty() {
+            return;
+        }
         for handle in dropped {
             handle.get().inner.set_queued(false);
             CancelCounts::forget(&self.counts.timers);
@@ -977,11 +981,11 @@ impl Loop {
         tick();
         Ok(Loop {
             core: GilCell::new(Core::default()),
-            uv: GilCell::new(Some(Uv {
+            uv: GilCell::new(Some(Box::new(Uv {
                 watchers: Watchers::default(),
                 event_loop,
                 fired: Fired::default(),
-            })),
+            }))),
             waker,
             counts: Arc::new(CancelCounts::default()),
             running: AtomicBool::new(false),

@@ -81,7 +81,7 @@ struct Ready {
 struct Core {
     ready: VecDeque<Ready>,
     /// The emptied batch of the last iteration, kept to reuse its allocation.
-    spare: VecDeque<Ready>,
+    spare: Option<VecDeque<Ready>>,
     timers: TimerQueue<Py<TimerHandle>>,
 }
 
@@ -423,22 +423,23 @@ impl Loop {
         if self.stopping.load(Relaxed) {
             return 0;
         }
-        let mut dropped = Vec::new();
-        let timeout = {
+        let (timeout, dropped) = {
             let mut core = self.core.lock(py);
             if !core.ready.is_empty() {
                 return 0;
             }
+            let mut dropped = Vec::new();
             let next = core
                 .timers
                 .next_deadline(|h| h.get().inner.is_cancelled(), |h| dropped.push(h));
-            match next {
+            let timeout = match next {
                 None => -1,
                 Some(deadline) => {
                     let wait_ns = deadline.saturating_sub(monotonic_ns());
                     wait_ns.div_ceil(1_000_000).min(MAX_WAIT_MS) as i32
                 }
-            }
+            };
+            (timeout, dropped)
         };
         self.forget_timers(dropped);
         timeout
@@ -620,7 +621,7 @@ impl Loop {
                 |h| h.get().inner.is_cancelled(),
                 |h| dropped.push(h),
             );
-            let spare = std::mem::take(&mut core.spare);
+            let spare = core.spare.take().unwrap_or_default();
             std::mem::replace(&mut core.ready, spare)
         };
         self.forget_timers(dropped);
@@ -701,7 +702,8 @@ impl Loop {
                 core.ready.push_front(rest);
             }
         }
-        core.spare = batch;
+        // Replaces None: no drop glue for an empty queue on every iteration.
+        core.spare = Some(batch);
         outcome
     }
 
@@ -1074,7 +1076,7 @@ impl Loop {
             self.core.for_traverse(&visit)
         };
         if let Some(core) = core {
-            for ready in core.ready.iter().chain(core.spare.iter()) {
+            for ready in core.ready.iter().chain(core.spare.iter().flatten()) {
                 match &ready.entry {
                     Entry::Soon(h) => h.get().inner.visit_if_owned(refs_in_traverse(h), &visit)?,
                     Entry::Timer(h) => visit.call(h)?,

@@ -21,7 +21,14 @@ from typing import Any, Dict, List, NamedTuple, Optional
 
 from monitored_ioloop.bench import plot
 from monitored_ioloop.bench.loops import COST_LOOPS, available_loops
-from monitored_ioloop.bench.net import HTTP, STYLES, http_available
+from monitored_ioloop.bench.net import (
+    FASTAPI,
+    HTTP,
+    HTTP_STYLES,
+    STYLES,
+    fastapi_available,
+    http_available,
+)
 from monitored_ioloop.bench.workloads import SIZES, WORKLOADS
 
 
@@ -39,6 +46,8 @@ class Echo(NamedTuple):
     def name(self) -> str:
         if self.style == HTTP:
             return "http-uvicorn"
+        if self.style == FASTAPI:
+            return "http-fastapi"
         size = f"{self.size // 1024}KiB"
         return f"echo-{self.style}-{size}"
 
@@ -76,7 +85,7 @@ def _measure_echo(loop: str, echo: Echo, seconds: float) -> Sample:
         out = subprocess.run(
             _python(
                 "monitored_ioloop.bench.net", "load", port, str(echo.size), "8", str(seconds),
-                HTTP if echo.style == HTTP else "echo",
+                HTTP if echo.style in HTTP_STYLES else "echo",
             ),
             check=True, capture_output=True, text=True, timeout=60 + seconds * 4,
         )
@@ -229,7 +238,8 @@ def render(results: Dict[str, Any], loops: List[str]) -> str:
     out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in lines]
     notes = [
         "ops/s (echo, http: requests/s over 8 connections): median over rounds, each "
-        "measurement in a fresh process. http: uvicorn serving a hello-world ASGI app.",
+        "measurement in a fresh process. http-uvicorn: uvicorn serving a hello-world ASGI "
+        "app; http-fastapi: a FastAPI endpoint returning a JSON model.",
     ]
     if has_uvloop:
         notes.append("Nx: median per-round speed relative to uvloop (higher is faster).")
@@ -253,7 +263,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="micro workloads (default: all)")
     parser.add_argument("--echo", nargs="*", default=None, metavar="STYLE:KIB",
                         help=f"network workloads, e.g. protocol:1 streams:100 http:0 "
-                        f"(styles: {STYLES + (HTTP,)})")
+                        f"(styles: {STYLES + HTTP_STYLES})")
     plot.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.results:
@@ -270,6 +280,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         echoes = [Echo(style, kib * 1024) for style in STYLES for kib in (1, 10, 100)]
     if args.echo is None and http_available():
         echoes.append(Echo(HTTP, 0))
+    if args.echo is None and fastapi_available():
+        echoes.append(Echo(FASTAPI, 0))
     rounds = args.rounds or (2 if args.quick else 4)
     echo_seconds = 0.4 if args.quick else 1.5
     results = run(loops, micro, echoes, rounds, args.quick, echo_seconds)

@@ -1,6 +1,6 @@
 """Network workloads: a server in one process (the loop under test: an echo server in one
-style, or uvicorn serving a hello-world ASGI app), the native load generator in another,
-pinned to different cores.
+style, uvicorn serving a hello-world ASGI app, or uvicorn serving a FastAPI endpoint that returns
+JSON), the native load generator in another, pinned to different cores.
 
 ``python -m monitored_ioloop.bench.net serve LOOP STYLE`` prints the port, then serves until
 killed; ``python -m monitored_ioloop.bench.net load PORT SIZE CONNECTIONS SECONDS [STYLE]``
@@ -20,6 +20,9 @@ from monitored_ioloop.bench.loops import LOOPS
 
 STYLES = ("sock", "streams", "protocol")
 HTTP = "http"
+#: uvicorn serving a FastAPI endpoint that returns JSON (loaded as HTTP).
+FASTAPI = "fastapi"
+HTTP_STYLES = (HTTP, FASTAPI)
 
 
 def http_available() -> bool:
@@ -27,6 +30,12 @@ def http_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("uvicorn") is not None
+
+
+def fastapi_available() -> bool:
+    import importlib.util
+
+    return http_available() and importlib.util.find_spec("fastapi") is not None
 
 
 async def _hello_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -37,14 +46,33 @@ async def _hello_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"hello, world"})
 
 
-async def _serve_http(listener: socket.socket) -> None:
+def _json_app() -> Any:
+    """A FastAPI app whose endpoint returns a small JSON document, validated by a model."""
+    from fastapi import FastAPI
+    from pydantic import BaseModel
+
+    class Item(BaseModel):
+        id: int
+        name: str
+        tags: list[str]
+
+    app = FastAPI()
+
+    @app.get("/", response_model=Item)
+    async def item() -> Any:
+        return Item(id=1, name="hello, world", tags=["a", "b"])
+
+    return app
+
+
+async def _serve_http(listener: socket.socket, app: Any = _hello_app) -> None:
     import importlib.util
 
     import uvicorn
 
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     config = uvicorn.Config(
-        _hello_app, loop="none", http=http, lifespan="off", log_level="warning",
+        app, loop="none", http=http, lifespan="off", log_level="warning",
         access_log=False,
     )
     await uvicorn.Server(config).serve(sockets=[listener])
@@ -100,6 +128,8 @@ async def _serve(loop_name: str, style: str) -> None:
     print(listener.getsockname()[1], flush=True)
     if style == HTTP:
         await _serve_http(listener)
+    elif style == FASTAPI:
+        await _serve_http(listener, _json_app())
     elif style == "sock":
         await _serve_sock(loop, listener)
     elif style == "streams":
@@ -128,7 +158,7 @@ def load(
     if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
         os.sched_setaffinity(0, {1})
     warmup = min(0.5, seconds / 2)
-    if style == HTTP:
+    if style in HTTP_STYLES:
         return http_load(f"127.0.0.1:{port}", "/", connections, seconds, warmup=warmup)
     return echo_load(f"127.0.0.1:{port}", size, connections, seconds, warmup=warmup)
 

@@ -407,11 +407,14 @@ def test_a_transport_left_open_is_collected_once_the_loop_closes() -> None:
     loop = Loop()
     try:
         async def main() -> Any:
-            server = await asyncio.start_server(lambda r, w: None, LOCALHOST, 0)
-            _, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
-            writer.transport.pause_reading()
+            # Plain protocols: a dropped StreamWriter would close its transport (3.13+).
+            server = await loop.create_server(asyncio.Protocol, LOCALHOST, 0)
+            transport, _ = await loop.create_connection(
+                asyncio.Protocol, *server.sockets[0].getsockname()
+            )
+            transport.pause_reading()
             server.close()
-            return weakref.ref(writer.transport)
+            return weakref.ref(transport)
 
         ref = run_within(loop, main())
     finally:

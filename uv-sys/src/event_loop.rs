@@ -100,13 +100,13 @@ impl Loop {
             self.polls.remove(&fd);
             return Ok(());
         }
-        if !crate::sock::is_open(fd) {
-            return Err(io::Error::from_raw_os_error(libc::EBADF));
-        }
         if !self.polls.contains_key(&fd) {
+            // Poll::new reads the descriptor's flags first: a closed one fails there (EBADF).
             let events_sink = self.events.clone();
             let poll = Poll::new(self.as_ptr(), fd, events_sink)?;
             self.polls.insert(fd, poll);
+        } else if !crate::sock::is_open(fd) {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
         }
         let poll = self.polls.get_mut(&fd).expect("inserted above");
         if poll.events() != events {

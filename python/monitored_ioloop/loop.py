@@ -22,7 +22,7 @@ import sys
 import threading
 import warnings
 import weakref
-from asyncio import constants, coroutines, events, trsock
+from asyncio import base_events, constants, coroutines, events, trsock
 from asyncio.log import logger
 from collections.abc import Iterator, Mapping
 from contextvars import Context, copy_context
@@ -119,6 +119,30 @@ class _SignalWakeup:
         self.saved_fd: Optional[int] = None
         self.installed = False
         self.running_on_main = False
+
+
+class _Holding:
+    """Holds a socket while an operation waits on it (see ``Loop._holding``): socket.socket's
+    io-reference count, the one ``makefile()`` uses, so that ``sock.close()`` meanwhile only
+    marks it closed. A class rather than a generator: entered on every ``sock_*`` call."""
+
+    __slots__ = ("_loop", "_sock", "_held")
+
+    def __init__(self, loop: Loop, sock: socket.socket) -> None:
+        self._loop = loop
+        self._sock = sock
+        # socket.socket keeps the count in _io_refs (a stand-in object may have none).
+        self._held = type(getattr(sock, "_io_refs", None)) is int
+
+    def __enter__(self) -> None:
+        if self._held:
+            sock, held = self._sock, self._loop._held_sockets
+            sock._io_refs += 1  # type: ignore[attr-defined]
+            held[sock] = held.get(sock, 0) + 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._held:
+            self._loop._release_socket(self._sock)
 
 
 class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
@@ -518,19 +542,10 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         if sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
 
-    @contextlib.contextmanager
-    def _holding(self, sock: socket.socket) -> Iterator[None]:
+    def _holding(self, sock: socket.socket) -> _Holding:
+        """``with self._holding(sock):`` around an operation that may wait on ``sock``."""
         self._check_nonblocking(sock)
-        # socket.socket keeps the count in _io_refs (a stand-in object may have none).
-        held = type(getattr(sock, "_io_refs", None)) is int
-        if held:
-            sock._io_refs += 1  # type: ignore[attr-defined]
-            self._held_sockets[sock] = self._held_sockets.get(sock, 0) + 1
-        try:
-            yield
-        finally:
-            if held:
-                self._release_socket(sock)
+        return _Holding(self, sock)
 
     def _release_socket(self, sock: socket.socket, times: int = 1) -> None:
         count = self._held_sockets.get(sock, 0)
@@ -551,8 +566,18 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             return await super().sock_recv_into(sock, buf)
 
     async def sock_sendall(self, sock: socket.socket, data: Any) -> None:
+        # What the socket takes at once needs no hold and no waiting coroutine (asyncio's first
+        # step, done here; the rest is asyncio's).
+        base_events._check_ssl_socket(sock)  # type: ignore[attr-defined]
+        self._check_nonblocking(sock)
+        try:
+            sent = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        if sent == len(data):
+            return
         with self._holding(sock):
-            return await super().sock_sendall(sock, data)
+            return await super().sock_sendall(sock, memoryview(data)[sent:] if sent else data)
 
     async def sock_connect(self, sock: socket.socket, address: Any) -> None:
         with self._holding(sock):

@@ -495,12 +495,10 @@ impl Loop {
     /// Empties `fired` (keeping its allocations).
     fn queue_fired(slf: &Bound<'_, Self>, fired: &mut Fired) -> PyResult<()> {
         let this = slf.get();
-        let mut removed = Ok(());
-        for (fd, which) in fired.cancelled.drain(..) {
-            if removed.is_ok() {
-                removed = Self::remove_watcher(slf, fd, which).map(drop);
-            }
-        }
+        // Drained even when a removal fails (the drain drops what is left): nothing stale is
+        // left for the next poll.
+        let removed = (fired.cancelled.drain(..))
+            .try_for_each(|(fd, which)| Self::remove_watcher(slf, fd, which).map(drop));
         if let Err(err) = removed {
             fired.runnable.clear();
             return Err(err);

@@ -576,7 +576,7 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             sent = 0
         if sent == len(data):
             return
-        with self._holding(sock):
+        with _Holding(self, sock):  # checked above
             return await super().sock_sendall(sock, memoryview(data)[sent:] if sent else data)
 
     async def sock_connect(self, sock: socket.socket, address: Any) -> None:

@@ -22,7 +22,10 @@ pub fn call_in_context(
     }
     let result = match crate::transport::try_read_ready(callback, args) {
         Some(read) => read,
-        None => callback.call1(args).map(drop),
+        None => match crate::sock_ops::try_ready(callback, args) {
+            Some(read) => read,
+            None => callback.call1(args).map(drop),
+        },
     };
     // SAFETY: the context was entered just above on this thread and the callback, whatever it
     // did, cannot leave another context entered on top of it (Context.run restores on exit).

@@ -588,6 +588,13 @@ impl Loop {
         Ok(!removed.is_empty())
     }
 
+    /// The callable of `fd`'s reader, if it has one.
+    pub(crate) fn reader_callback(slf: &Bound<'_, Self>, fd: i32) -> Option<Py<PyAny>> {
+        let py = slf.py();
+        let (_, reader, _) = slf.get().uv.lock(py).as_ref()?.watchers.state(py, fd)?;
+        reader?.get().inner.parts(py).map(|p| p.callback)
+    }
+
     /// Moves expired timers to the ready queue and takes the batch this iteration runs.
     fn take_batch(&self, py: Python<'_>) -> VecDeque<Ready> {
         let mut dropped = Vec::new();
@@ -1048,6 +1055,34 @@ impl Loop {
         Self::remove_watcher(slf, fileobj_to_fd(fd)?, WRITABLE)
     }
 
+    /// `sock_recv`'s native path (see `sock_ops`): the data, or a future to await, or None
+    /// for asyncio's path.
+    fn _sock_recv_native(
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        n: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        crate::sock_ops::sock_recv(slf, sock, n)
+    }
+
+    /// `sock_sendall`'s first send, natively (see `sock_ops::sock_send`).
+    #[staticmethod]
+    fn _sock_send_native(
+        sock: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<isize>> {
+        crate::sock_ops::sock_send(sock, data)
+    }
+
+    /// The coroutine awaiting a native `sock_recv`'s future ended without it.
+    fn _sock_recv_abandoned(
+        slf: &Bound<'_, Self>,
+        sock: &Bound<'_, PyAny>,
+        future: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        crate::sock_ops::sock_recv_abandoned(slf, sock, future)
+    }
+
     /// `(events, reader, writer)` watched on `fd` (selectors' EVENT_READ/EVENT_WRITE bits), or
     /// None.
     #[allow(clippy::type_complexity)]
@@ -1143,7 +1178,7 @@ impl Loop {
     }
 
     /// asyncio's `create_future`, without a Python frame.
-    fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+    pub(crate) fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let future = ASYNCIO_FUTURE.get_or_try_init(py, || asyncio_attr(py, "Future"))?;
         let names = loop_keyword(py).bind(py);

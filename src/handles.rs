@@ -126,6 +126,7 @@ impl Callback {
         // Released after the borrow (dropping the last reference may run Python code), with a
         // plain decref.
         if let Some(Parts { callback, args }) = cleared {
+            crate::sock_ops::release_if_op(py, &callback);
             callback.drop_ref(py);
             args.drop_ref(py);
         }

@@ -8,6 +8,7 @@ mod handles;
 mod io_watchers;
 mod loadgen;
 mod monitoring;
+mod sock_ops;
 mod timers;
 mod transport;
 
@@ -20,6 +21,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<transport::StreamCore>()?;
     transport::remember_type(m.py());
+    m.add_class::<sock_ops::SockRecv>()?;
+    sock_ops::remember_type(m.py());
     m.add_class::<monitoring::IoLoopMonitorState>()?;
     m.add("HISTOGRAM_SUB_BITS", monitoring::HISTOGRAM_SUB_BITS)?;
     m.add_function(wrap_pyfunction!(event_loop::_histogram_of, m)?)?;

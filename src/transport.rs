@@ -27,7 +27,7 @@ use crate::event_loop::{os_error, Loop};
 use crate::io_watchers::{READABLE, WRITABLE};
 
 /// As asyncio's transports: the most one read takes.
-const MAX_READ: usize = 256 * 1024;
+pub(crate) const MAX_READ: usize = 256 * 1024;
 /// Writes after the connection was lost are counted; from this many on they are logged.
 const LOG_THRESHOLD_FOR_CONNLOST_WRITES: u32 = 5;
 
@@ -114,11 +114,23 @@ impl Drop for StreamCore {
 // marks the connection lost, and every path that touches `fd` checks `conn_lost` first (under
 // the same lock), so nothing is ever read from or written to a recycled descriptor.
 
-fn would_block(err: &io::Error) -> bool {
+pub(crate) fn would_block(err: &io::Error) -> bool {
     matches!(
         err.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
     )
+}
+
+/// One `recv` of at most `size` (<= MAX_READ) bytes from `fd`, as a `bytes` object.
+pub(crate) fn read_into_bytes(
+    py: Python<'_>,
+    fd: i32,
+    size: usize,
+) -> io::Result<Bound<'_, PyBytes>> {
+    READ_BUFFER.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        uv_sys::recv(fd, &mut buf[..size]).map(|n| PyBytes::new(py, &buf[..n]))
+    })
 }
 
 impl StreamCore {
@@ -182,10 +194,7 @@ impl StreamCore {
                 .call_method0(intern!(py, "_read_ready__get_buffer"))?;
             return Ok(());
         };
-        let read = READ_BUFFER.with(|buf| {
-            let mut buf = buf.borrow_mut();
-            uv_sys::recv(this.fd, &mut buf).map(|n| PyBytes::new(py, &buf[..n]))
-        });
+        let read = read_into_bytes(py, this.fd, MAX_READ);
         match read {
             Err(err) if would_block(&err) => Ok(()),
             Err(err) => Self::fatal(slf, os_error(err), "Fatal read error on socket transport"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import errno
 import gc
 import os
 import socket
@@ -232,6 +233,111 @@ def test_closing_the_loop_releases_a_socket_a_pending_recv_holds(loop: Loop) -> 
         loop.close()
         assert sock.fileno() == -1
     thread.join()
+
+
+def test_a_cancelled_sock_recv_lets_go_of_its_socket(loop: Loop) -> None:
+    async def main(sock: socket.socket) -> tuple[bool, int]:
+        pending = loop.create_task(loop.sock_recv(sock, 10))
+        await asyncio.sleep(0.01)
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        sock.close()
+        return loop.remove_reader(sock.fileno()) if sock.fileno() != -1 else False, sock.fileno()
+
+    left, right = socket.socketpair()
+    with left, right:
+        left.setblocking(False)
+        still_watched, fileno = run_within(loop, main(left))
+    assert still_watched is False
+    assert fileno == -1  # nothing held it any more: closed at once
+
+
+def test_a_reader_that_replaces_a_waiting_sock_recv_lets_go_of_its_socket(loop: Loop) -> None:
+    # asyncio's rule: a new reader replaces the old one (whose recv then never completes).
+    async def main(sock: socket.socket) -> tuple[bool, int]:
+        pending = loop.create_task(loop.sock_recv(sock, 10))
+        await asyncio.sleep(0.01)
+        loop.add_reader(sock.fileno(), lambda: None)
+        loop.remove_reader(sock.fileno())
+        sock.close()
+        await asyncio.sleep(0.01)
+        waiting = not pending.done()
+        pending.cancel()
+        return waiting, sock.fileno()
+
+    left, right = socket.socketpair()
+    with left, right:
+        left.setblocking(False)
+        waiting, fileno = run_within(loop, main(left))
+    assert waiting
+    assert fileno == -1
+
+
+def test_sock_recv_reports_a_reset_as_the_socket_module_does(loop: Loop) -> None:
+    async def main(sock: socket.socket, peer: socket.socket) -> None:
+        pending = loop.create_task(loop.sock_recv(sock, 10))
+        await asyncio.sleep(0.01)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        peer.close()
+        await pending
+
+    with socket.socket() as listener, socket.socket() as client:
+        listener.bind((LOCALHOST, 0))
+        listener.listen(1)
+        client.connect(listener.getsockname())
+        server_side, _ = listener.accept()
+        client.setblocking(False)
+        with pytest.raises(ConnectionResetError) as raised:
+            run_within(loop, main(client, server_side))
+        server_side.close()
+        assert loop.remove_reader(client) is False
+    assert raised.value.errno == errno.ECONNRESET
+
+
+@pytest.mark.parametrize("size", [0, 5, 1 << 20], ids=["zero", "small", "past-the-read-buffer"])
+def test_sock_recv_takes_any_size_the_socket_module_does(loop: Loop, size: int) -> None:
+    async def main(sock: socket.socket, peer: socket.socket) -> bytes:
+        pending = loop.create_task(loop.sock_recv(sock, size))
+        await asyncio.sleep(0.01)
+        peer.send(b"0123456789")
+        return await pending
+
+    left, right = socket.socketpair()
+    with left, right:
+        left.setblocking(False)
+        got = run_within(loop, main(left, right))
+    assert got == b"0123456789"[:size]
+
+
+def test_sock_recv_with_a_bad_size_raises_as_the_socket_module_does(loop: Loop) -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        left.setblocking(False)
+        with pytest.raises(ValueError):
+            run_within(loop, loop.sock_recv(left, -1))
+        with pytest.raises(TypeError):
+            run_within(loop, loop.sock_recv(left, "10"))  # type: ignore[arg-type]
+
+
+def test_sock_recv_on_a_transports_descriptor_is_refused(loop: Loop) -> None:
+    async def main() -> None:
+        server = await asyncio.start_server(lambda r, w: None, LOCALHOST, 0)
+        async with server:
+            transport, _ = await loop.create_connection(
+                asyncio.Protocol, *server.sockets[0].getsockname()
+            )
+            # A plain socket object on the transport's descriptor.
+            sock = socket.socket(fileno=transport.get_extra_info("socket").fileno())
+            sock.setblocking(False)
+            try:
+                with pytest.raises(RuntimeError, match="is used by transport"):
+                    await loop.sock_recv(sock, 10)
+            finally:
+                sock.detach()
+                transport.close()
+
+    run_within(loop, main())
 
 
 # -- transports ---------------------------------------------------------------------------------

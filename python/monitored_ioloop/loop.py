@@ -558,6 +558,18 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
             sock._decref_socketios()  # type: ignore[attr-defined]
 
     async def sock_recv(self, sock: socket.socket, n: int) -> bytes:
+        if sock.__class__ is socket.socket:
+            # Native: the read now, or a future the socket's reader completes (None: asyncio's
+            # path decides, with its checks and errors).
+            got = self._sock_recv_native(sock, n)
+            if got.__class__ is bytes:
+                return got
+            if got is not None:
+                try:
+                    return await got  # type: ignore[no-any-return]
+                except BaseException:
+                    self._sock_recv_abandoned(sock, got)
+                    raise
         with self._holding(sock):
             return await super().sock_recv(sock, n)
 
@@ -567,15 +579,22 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
 
     async def sock_sendall(self, sock: socket.socket, data: Any) -> None:
         # What the socket takes at once needs no hold and no waiting coroutine (asyncio's first
-        # step, done here; the rest is asyncio's).
-        base_events._check_ssl_socket(sock)  # type: ignore[attr-defined]
-        self._check_nonblocking(sock)
-        try:
-            sent = sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        if sent == len(data):
-            return
+        # step, done here, natively for bytes on a plain socket; the rest is asyncio's).
+        if sock.__class__ is socket.socket:
+            sent = self._sock_send_native(sock, data)
+            if sent is None:
+                return
+        else:
+            sent = -1
+        if sent < 0:
+            base_events._check_ssl_socket(sock)  # type: ignore[attr-defined]
+            self._check_nonblocking(sock)
+            try:
+                sent = sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            if sent == len(data):
+                return
         with _Holding(self, sock):  # checked above
             return await super().sock_sendall(sock, memoryview(data)[sent:] if sent else data)
 

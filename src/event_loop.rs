@@ -213,7 +213,10 @@ impl Drop for Dispatching<'_> {
         if let Some(ready) = self.ready.take() {
             match ready.entry {
                 Entry::Soon(h) => h.drop_ref(self.py),
-                Entry::Timer(h) => h.drop_ref(self.py),
+                Entry::Timer(h) => {
+                    TimerHandle::track_if_held(&h);
+                    h.drop_ref(self.py)
+                }
             }
         }
     }
@@ -392,6 +395,9 @@ impl Loop {
         let inner = this.new_callback(py, callback, args, context.as_ref())?;
         inner.set_queued(true);
         let handle = Py::new(py, TimerHandle { inner, when })?;
+        if this.running.load(Relaxed) {
+            TimerHandle::untrack(&handle);
+        }
         this.core
             .lock(py)
             .timers
@@ -673,6 +679,21 @@ impl Loop {
         for handle in dropped {
             handle.get().inner.set_queued(false);
             CancelCounts::forget(&self.counts.timers);
+            TimerHandle::track_if_held(&handle);
+        }
+    }
+
+    /// The loop stopped: its timer handles, untracked while it ran, are tracked again, so the
+    /// collector sees them (and what they hold) through the loop's traversal.
+    fn track_timers(&self, py: Python<'_>) {
+        let core = self.core.lock(py);
+        for handle in core.timers.iter() {
+            TimerHandle::track(handle);
+        }
+        for ready in core.ready.iter() {
+            if let Entry::Timer(handle) = &ready.entry {
+                TimerHandle::track(handle);
+            }
         }
     }
 
@@ -1317,6 +1338,7 @@ impl Loop {
         };
         this.stopping.store(false, Relaxed);
         this.running.store(false, Relaxed);
+        this.track_timers(slf.py());
         outcome
     }
 

@@ -12,8 +12,12 @@
 //! when it runs (or is cancelled, or its loop closes), so no cycle through it outlives its run;
 //! while it is pending and only its loop holds it, the loop's traversal shows the collector what
 //! it holds (`Callback::visit_if_owned`). `TimerHandle`s, which code does keep (`asyncio.sleep`,
-//! timeouts, keep-alive timers), are tracked as usual, so an unclosed loop whose tasks sleep is
-//! still collected.
+//! timeouts, keep-alive timers), are tracked, except while they sit in the queues of a running
+//! loop: a running loop is alive, and so is everything it will run, so the collector loses
+//! nothing by not seeing them there, and a program with many pending timers does not rescan
+//! them at every collection. A timer handle is tracked again as it leaves a running loop's
+//! queues (fired, or a cancelled one dropped) while anything else still holds it, and all of
+//! them are when the loop stops, so an unclosed loop whose tasks sleep is still collected.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -286,6 +290,38 @@ impl Handle {
 pub struct TimerHandle {
     pub inner: Callback,
     pub when: f64,
+}
+
+impl TimerHandle {
+    /// Out of the collector's view while a running loop's queues hold it (see the module
+    /// comment): called as a running loop schedules it.
+    pub fn untrack(handle: &Py<TimerHandle>) {
+        // SAFETY: `handle` is a live object of a GC type (TimerHandle has `__traverse__`), which
+        // PyObject_GC_UnTrack accepts tracked or not; callers hold the GIL (they are loop
+        // methods called from Python).
+        unsafe { pyo3::ffi::PyObject_GC_UnTrack(handle.as_ptr().cast()) }
+    }
+
+    /// Back in the collector's view, if it is not: as it leaves a running loop's queues, or
+    /// when its loop stops.
+    pub fn track(handle: &Py<TimerHandle>) {
+        // SAFETY: as in `untrack`; PyObject_GC_Track must not be given a tracked object, which
+        // the PyObject_GC_IsTracked check just before rules out.
+        unsafe {
+            let ptr = handle.as_ptr();
+            if pyo3::ffi::PyObject_GC_IsTracked(ptr) == 0 {
+                pyo3::ffi::PyObject_GC_Track(ptr.cast());
+            }
+        }
+    }
+
+    /// `track`, when something besides the caller's reference holds it (a handle only the
+    /// caller holds is about to be freed).
+    pub fn track_if_held(handle: &Py<TimerHandle>) {
+        if refs_in_traverse(handle) > 1 {
+            Self::track(handle);
+        }
+    }
 }
 
 #[pymethods]

@@ -1,11 +1,14 @@
-"""Handles are not tracked by the cycle collector (allocating one costs it nothing), so the loop
-must leave no cycle through a handle uncollectable: a one-shot handle lets go of its callable
-once it ran, was cancelled or its loop closed; an unclosed loop with pending work is still
-collected; and objects reachable through a handle someone holds are never cleared."""
+"""Handles are not tracked by the cycle collector (allocating one costs it nothing), and timer
+handles are not while a running loop holds them, so the loop must leave no cycle through a
+handle uncollectable: a one-shot handle lets go of its callable once it ran, was cancelled or its
+loop closed; a timer handle is tracked again as it leaves a running loop; an unclosed loop with
+pending work is still collected; and objects reachable through a handle someone holds are never
+cleared."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import warnings
 import weakref
@@ -103,3 +106,54 @@ def test_what_a_held_handle_reaches_is_never_cleared() -> None:
     assert kept is not None
     handle.cancel()
     kept.close()
+
+
+HELD: contextvars.ContextVar[Any] = contextvars.ContextVar("HELD")
+
+
+class ContextHolder:
+    """Holds a timer handle whose context holds it back: holder -> handle -> context -> holder,
+    a cycle through what a handle keeps after it ran (its context)."""
+
+    handle: Any = None
+
+
+@pytest.mark.parametrize("cancel", [False, True], ids=["fired", "cancelled"])
+def test_a_cycle_through_a_timer_handle_scheduled_by_a_running_loop_is_collected(
+    loop: Loop, cancel: bool
+) -> None:
+    async def main() -> weakref.ReferenceType[ContextHolder]:
+        holder = ContextHolder()
+        context = contextvars.copy_context()
+        context.run(HELD.set, holder)
+        holder.handle = loop.call_later(0.0 if not cancel else 0.001, lambda: None, context=context)
+        if cancel:
+            holder.handle.cancel()
+        await asyncio.sleep(0.01)
+        return weakref.ref(holder)
+
+    ref = loop.run_until_complete(main())
+    assert collected(ref)
+
+
+def test_an_unclosed_loop_holding_a_timer_handle_in_a_cycle_is_collected() -> None:
+    # The handle was scheduled while the loop ran (untracked then) and is still pending when
+    # it stops: the loop, the handle and the holder it leads to all go once abandoned.
+    loop = Loop()
+
+    async def main() -> weakref.ReferenceType[ContextHolder]:
+        running = asyncio.get_running_loop()
+        holder = ContextHolder()
+        holder.loop = running  # type: ignore[attr-defined]
+        context = contextvars.copy_context()
+        context.run(HELD.set, holder)
+        holder.handle = running.call_later(3600, lambda: None, context=context)
+        return weakref.ref(holder)
+
+    ref = loop.run_until_complete(main())
+    loop_ref = weakref.ref(loop)
+    del loop
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert collected(ref)
+        assert collected(loop_ref)

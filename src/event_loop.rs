@@ -119,6 +119,9 @@ pub struct Loop {
     open_transports: AtomicUsize,
     signal_fd: AtomicI32,
     last_poll_tick: AtomicU64,
+    /// The latest tick the loop read (a poll's end, a dispatch's last): "now" for deciding
+    /// whether to poll, without reading the clock once more.
+    last_tick: AtomicU64,
     /// A batch is being dispatched: a `call_soon` from a callback is stamped ready when that
     /// callback ends (the moment it could first run), from the clock read that ends its timing,
     /// instead of reading the clock once more.
@@ -456,8 +459,11 @@ impl Loop {
     fn poll_io(slf: &Bound<'_, Self>, timeout_ms: i32) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
+        // "Now" is the latest tick read (at most one iteration old); 0: not polled this run.
+        let last_poll = this.last_poll_tick.load(Relaxed);
         if timeout_ms == 0
-            && ticks_to_ns(this.last_poll_tick.load(Relaxed), tick()) < IO_POLL_INTERVAL_NS
+            && last_poll != 0
+            && ticks_to_ns(last_poll, this.last_tick.load(Relaxed)) < IO_POLL_INTERVAL_NS
         {
             return Ok(());
         }
@@ -475,6 +481,7 @@ impl Loop {
             });
         let polled = tick();
         this.last_poll_tick.store(polled, Relaxed);
+        this.last_tick.store(polled, Relaxed);
         if let Some(since) = blocked_since {
             this.aggregates.get(py).borrow_mut().metrics.idle_ns += ticks_to_ns(since, polled);
         }
@@ -861,6 +868,7 @@ impl Loop {
             }
             start = if resync { tick() } else { end };
         }
+        this.last_tick.store(start, Relaxed);
         outcome
     }
 
@@ -1034,6 +1042,7 @@ impl Loop {
             open_transports: AtomicUsize::new(0),
             signal_fd: AtomicI32::new(-1),
             last_poll_tick: AtomicU64::new(0),
+            last_tick: AtomicU64::new(0),
             in_dispatch: AtomicBool::new(false),
             unstamped: AtomicBool::new(false),
         })
@@ -1328,6 +1337,8 @@ impl Loop {
         // The first iteration of a run always polls, as asyncio's does: a `run_until_complete`
         // of a future already done still runs the I/O that is ready.
         this.last_poll_tick.store(0, Relaxed);
+        this.last_tick
+            .store(IO_POLL_INTERVAL_NS.saturating_mul(1 << 8), Relaxed);
         let outcome = loop {
             if let Err(err) = Self::run_once(slf) {
                 break Err(err);

@@ -608,6 +608,17 @@ impl Loop {
         reader?.get().inner.parts(py).map(|p| p.callback)
     }
 
+    /// `call_soon(callback, *args, context=None)` (the method itself is `fastcall::call_soon`).
+    pub(crate) fn call_soon_impl(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        Self::check_schedule(slf, &callback, "call_soon", true)?;
+        Self::soon(slf, callback, args, context.as_ref(), Kind::Callback)
+    }
+
     /// Moves expired timers to the ready queue and takes the batch this iteration runs.
     fn take_batch(&self, py: Python<'_>) -> VecDeque<Ready> {
         let mut dropped = Vec::new();
@@ -1163,17 +1174,6 @@ impl Loop {
     /// The loop's clock: seconds of the monotonic clock, as `time.monotonic()`.
     fn time(&self) -> f64 {
         monotonic_ns() as f64 * 1e-9
-    }
-
-    #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon(
-        slf: &Bound<'_, Self>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        Self::check_schedule(slf, &callback, "call_soon", true)?;
-        Self::soon(slf, callback, args, context.as_ref(), Kind::Callback)
     }
 
     #[pyo3(signature = (delay, callback, *args, context=None))]

@@ -3,6 +3,7 @@
 
 mod context;
 mod event_loop;
+mod fastcall;
 mod gil_cell;
 mod handles;
 mod io_watchers;
@@ -17,6 +18,7 @@ use pyo3::prelude::*;
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<event_loop::Loop>()?;
+    fastcall::install(m.py(), &m.py().get_type::<event_loop::Loop>())?;
     m.add_class::<handles::Handle>()?;
     m.add_class::<handles::TimerHandle>()?;
     m.add_class::<transport::StreamCore>()?;

@@ -322,7 +322,10 @@ def test_sock_recv_with_a_bad_size_raises_as_the_socket_module_does(loop: Loop) 
 
 def test_sock_recv_on_a_transports_descriptor_is_refused(loop: Loop) -> None:
     async def main() -> None:
-        server = await asyncio.start_server(lambda r, w: None, LOCALHOST, 0)
+        # The server keeps its writers: on 3.13 a dropped StreamWriter closes its connection,
+        # and the recv would then read the EOF at once (never waiting, never checked).
+        writers: list[asyncio.StreamWriter] = []
+        server = await asyncio.start_server(lambda r, w: writers.append(w), LOCALHOST, 0)
         async with server:
             transport, _ = await loop.create_connection(
                 asyncio.Protocol, *server.sockets[0].getsockname()
@@ -336,6 +339,8 @@ def test_sock_recv_on_a_transports_descriptor_is_refused(loop: Loop) -> None:
             finally:
                 sock.detach()
                 transport.close()
+                for writer in writers:
+                    writer.close()
 
     run_within(loop, main())
 

@@ -619,6 +619,54 @@ impl Loop {
         Self::soon(slf, callback, args, context.as_ref(), Kind::Callback)
     }
 
+    /// `call_soon_threadsafe(callback, *args, context=None)` (the method itself is
+    /// `fastcall::call_soon_threadsafe`). Safe from any thread: the handle joins the ready
+    /// queue and a libuv async handle wakes the loop.
+    pub(crate) fn call_soon_threadsafe_impl(
+        slf: &Bound<'_, Self>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Handle>> {
+        Self::check_schedule(slf, &callback, "call_soon_threadsafe", false)?;
+        // The ready queue is behind a mutex, so any thread may append to it: the handle keeps
+        // its place among call_soon's (FIFO across threads, as asyncio's deque append).
+        let handle = Self::soon(slf, callback, args, context.as_ref(), Kind::Threadsafe)?;
+        slf.get().waker.wake();
+        Ok(handle)
+    }
+
+    /// `call_later(delay, callback, *args, context=None)` (`fastcall::call_later`).
+    pub(crate) fn call_later_impl(
+        slf: &Bound<'_, Self>,
+        delay: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        if delay.is_none() {
+            return Err(PyTypeError::new_err("delay must not be None"));
+        }
+        let delay: f64 = delay.extract()?;
+        let when = monotonic_ns() as f64 * 1e-9 + delay;
+        Self::schedule_at(slf, when, callback, args, context, "call_later")
+    }
+
+    /// `call_at(when, callback, *args, context=None)` (`fastcall::call_at`).
+    pub(crate) fn call_at_impl(
+        slf: &Bound<'_, Self>,
+        when: &Bound<'_, PyAny>,
+        callback: Bound<'_, PyAny>,
+        args: Bound<'_, PyTuple>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<TimerHandle>> {
+        if when.is_none() {
+            return Err(PyTypeError::new_err("when cannot be None"));
+        }
+        let when: f64 = when.extract()?;
+        Self::schedule_at(slf, when, callback, args, context, "call_at")
+    }
+
     /// Moves expired timers to the ready queue and takes the batch this iteration runs.
     fn take_batch(&self, py: Python<'_>) -> VecDeque<Ready> {
         let mut dropped = Vec::new();
@@ -1176,37 +1224,6 @@ impl Loop {
         monotonic_ns() as f64 * 1e-9
     }
 
-    #[pyo3(signature = (delay, callback, *args, context=None))]
-    fn call_later(
-        slf: &Bound<'_, Self>,
-        delay: &Bound<'_, PyAny>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<TimerHandle>> {
-        if delay.is_none() {
-            return Err(PyTypeError::new_err("delay must not be None"));
-        }
-        let delay: f64 = delay.extract()?;
-        let when = monotonic_ns() as f64 * 1e-9 + delay;
-        Self::schedule_at(slf, when, callback, args, context, "call_later")
-    }
-
-    #[pyo3(signature = (when, callback, *args, context=None))]
-    fn call_at(
-        slf: &Bound<'_, Self>,
-        when: &Bound<'_, PyAny>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<TimerHandle>> {
-        if when.is_none() {
-            return Err(PyTypeError::new_err("when cannot be None"));
-        }
-        let when: f64 = when.extract()?;
-        Self::schedule_at(slf, when, callback, args, context, "call_at")
-    }
-
     /// asyncio's `create_future`, without a Python frame.
     pub(crate) fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
@@ -1275,23 +1292,6 @@ impl Loop {
             )
         })?;
         Ok(base.bind(py).call((slf, coro), Some(&kwargs))?.unbind())
-    }
-
-    /// Safe from any thread: the handle joins the ready queue and a libuv async handle wakes
-    /// the loop.
-    #[pyo3(signature = (callback, *args, context=None))]
-    fn call_soon_threadsafe(
-        slf: &Bound<'_, Self>,
-        callback: Bound<'_, PyAny>,
-        args: Bound<'_, PyTuple>,
-        context: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Handle>> {
-        Self::check_schedule(slf, &callback, "call_soon_threadsafe", false)?;
-        // The ready queue is behind a mutex, so any thread may append to it: the handle keeps
-        // its place among call_soon's (FIFO across threads, as asyncio's deque append).
-        let handle = Self::soon(slf, callback, args, context.as_ref(), Kind::Threadsafe)?;
-        slf.get().waker.wake();
-        Ok(handle)
     }
 
     /// Ends the loop's wait from any thread (asyncio's `_write_to_self`).

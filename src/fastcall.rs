@@ -1,9 +1,13 @@
-//! `Loop.call_soon` as a hand-written METH_FASTCALL | METH_KEYWORDS method, put on the class
-//! when the module loads. It runs for every callback scheduled and every task wake-up (the C
-//! Future and Task pass `context=`), and PyO3's generic argument handling (keyword names
-//! decoded and compared as UTF-8, a type-object lookup to check `self`) cost more than the
-//! scheduling itself. It goes through PyO3's own call trampoline (GIL bookkeeping, panics)
-//! and ends in the same code as the `#[pymethods]` version it replaces, with the same errors.
+//! The scheduling methods (`call_soon`, `call_soon_threadsafe`, `call_later`, `call_at`) as
+//! hand-written METH_FASTCALL | METH_KEYWORDS methods, put on the class when the module loads.
+//! They run for every callback, timer and task wake-up (the C Future and Task pass `context=`),
+//! and PyO3's generic argument handling (keyword names decoded and compared as UTF-8, a
+//! type-object lookup to check `self`) cost more than the scheduling itself. Each goes through
+//! PyO3's own call trampoline (GIL bookkeeping, panics) and ends in the `Loop` method it
+//! stands for; the arguments are asyncio's: `(leading..., callback, *args, context=None)`,
+//! the leading ones and `callback` also by keyword.
+
+use std::ffi::CStr;
 
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
@@ -15,13 +19,100 @@ use crate::event_loop::Loop;
 
 static CONTEXT_NAME: GILOnceCell<Py<PyString>> = GILOnceCell::new();
 
-/// The body of `call_soon(callback, *args, context=None)`.
+/// A scheduling call's arguments: `names.len()` named ones (the last is the callback), the
+/// rest of the positional ones, and `context`.
+struct Arguments<'py, const N: usize> {
+    named: [Bound<'py, PyAny>; N],
+    rest: Bound<'py, PyTuple>,
+    context: Option<Bound<'py, PyAny>>,
+}
+
+/// Parses `(names..., *args, context=None)` as Python would.
 ///
 /// # Safety
-/// Called by CPython through the method descriptor made in `install`: with the GIL held, `slf`
-/// an instance of `Loop` (the descriptor checks its type before calling), `args` pointing at
-/// `nargs` positional arguments followed by one value per name in `kwnames` (a tuple of
-/// strings, or NULL), all borrowed for the call.
+/// As CPython calls a METH_FASTCALL | METH_KEYWORDS method: the GIL held, `args` pointing at
+/// `nargsf`'s count of positional arguments followed by one value per name in `kwnames` (a
+/// tuple of strings, or NULL), all borrowed for the call.
+unsafe fn parse<'py, const N: usize>(
+    py: Python<'py>,
+    method: &str,
+    names: [&str; N],
+    args: *const *mut ffi::PyObject,
+    nargsf: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<Arguments<'py, N>> {
+    // SAFETY: PyVectorcall_NARGS only masks the offset flag out of the count.
+    let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) } as usize;
+    let arg = |i: usize| {
+        // SAFETY: `i` < nargs + len(kwnames), the length of `args` (the function's contract);
+        // each item is a live object.
+        unsafe { Bound::from_borrowed_ptr(py, *args.add(i)) }
+    };
+    let mut named: [Option<Bound<'py, PyAny>>; N] =
+        std::array::from_fn(|i| (i < nargs).then(|| arg(i)));
+    let mut context = None;
+    if !kwnames.is_null() {
+        // SAFETY: a non-NULL `kwnames` is a live tuple of strings, borrowed for the call.
+        let kwnames =
+            unsafe { Bound::from_borrowed_ptr(py, kwnames).downcast_into_unchecked::<PyTuple>() };
+        let wanted = CONTEXT_NAME.get_or_init(py, || PyString::intern(py, "context").unbind());
+        for (i, name) in kwnames.iter().enumerate() {
+            let value = arg(nargs + i);
+            // Names are interned by the compiler and by the C Future: a pointer compare
+            // nearly always decides.
+            let slot = if name.is(wanted) || name.eq(wanted.bind(py))? {
+                &mut context
+            } else {
+                let position = names.iter().position(|n| name.eq(*n).unwrap_or(false));
+                match position {
+                    Some(position) => &mut named[position],
+                    None => {
+                        return Err(PyTypeError::new_err(format!(
+                            "{method}() got an unexpected keyword argument '{name}'"
+                        )))
+                    }
+                }
+            };
+            if slot.replace(value).is_some() {
+                return Err(PyTypeError::new_err(format!(
+                    "{method}() got multiple values for argument '{name}'"
+                )));
+            }
+        }
+    }
+    if named.iter().any(Option::is_none) {
+        let missing: Vec<&str> = (named.iter().zip(names))
+            .filter(|(value, _)| value.is_none())
+            .map(|(_, name)| name)
+            .collect();
+        return Err(PyTypeError::new_err(format!(
+            "{method}() missing {} required positional argument{}: '{}'",
+            missing.len(),
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join("' and '"),
+        )));
+    }
+    let rest = PyTuple::new(py, (N.min(nargs)..nargs).map(arg))?;
+    Ok(Arguments {
+        named: named.map(|value| value.expect("checked just above")),
+        rest,
+        context,
+    })
+}
+
+/// `self`, for a method of the descriptor made by `install`.
+///
+/// # Safety
+/// `slf` is the `self` CPython passes to such a method: a live instance of `Loop` (the
+/// descriptor checks its type before calling), borrowed for the call.
+unsafe fn loop_of<'py>(py: Python<'py>, slf: *mut ffi::PyObject) -> Bound<'py, Loop> {
+    // SAFETY: see the function's contract.
+    unsafe { Bound::from_borrowed_ptr(py, slf).downcast_into_unchecked::<Loop>() }
+}
+
+/// # Safety
+/// Called by CPython as a METH_FASTCALL | METH_KEYWORDS method of `Loop` (see `parse` and
+/// `loop_of`); so are the three below.
 unsafe fn call_soon(
     py: Python<'_>,
     slf: *mut ffi::PyObject,
@@ -29,79 +120,155 @@ unsafe fn call_soon(
     nargsf: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
 ) -> PyResult<*mut ffi::PyObject> {
-    // SAFETY: see the function's contract; PyVectorcall_NARGS masks the offset flag.
-    let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf as usize) } as usize;
-    // SAFETY: `slf` is a live Loop (the descriptor's type check), borrowed for the call.
-    let slf = unsafe { Bound::from_borrowed_ptr(py, slf).downcast_into_unchecked::<Loop>() };
-    let kwnames = (!kwnames.is_null())
-        // SAFETY: a non-NULL `kwnames` is a live tuple, borrowed for the call.
-        .then(|| unsafe {
-            Bound::from_borrowed_ptr(py, kwnames).downcast_into_unchecked::<PyTuple>()
-        });
-    let arg = |i: usize| {
-        // SAFETY: `i` < nargs + len(kwnames), the length of `args` (see the contract); each
-        // item is live.
-        unsafe { Bound::from_borrowed_ptr(py, *args.add(i)) }
+    // SAFETY: the function's contract.
+    let (slf, a) = unsafe {
+        let a = parse(py, "call_soon", ["callback"], args, nargsf, kwnames)?;
+        (loop_of(py, slf), a)
     };
-    if nargs == 0 {
-        return Err(PyTypeError::new_err(
-            "Loop.call_soon() missing 1 required positional argument: 'callback'",
-        ));
-    }
-    let callback = arg(0);
-    let rest = PyTuple::new(py, (1..nargs).map(arg))?;
-    let mut context = None;
-    if let Some(names) = &kwnames {
-        let wanted = CONTEXT_NAME.get_or_init(py, || PyString::intern(py, "context").unbind());
-        for (i, name) in names.iter().enumerate() {
-            // Names are interned by the compiler and by the C Future: a pointer compare
-            // nearly always decides.
-            if !(name.is(wanted) || name.eq(wanted.bind(py))?) {
-                return Err(PyTypeError::new_err(format!(
-                    "Loop.call_soon() got an unexpected keyword argument '{name}'"
-                )));
-            }
-            if context.replace(arg(nargs + i)).is_some() {
-                return Err(PyTypeError::new_err(
-                    "Loop.call_soon() got multiple values for argument 'context'",
-                ));
-            }
-        }
-    }
-    let handle = Loop::call_soon_impl(&slf, callback, rest, context)?;
-    Ok(handle.into_ptr())
+    let [callback] = a.named;
+    Ok(Loop::call_soon_impl(&slf, callback, a.rest, a.context)?.into_ptr())
 }
 
-/// The C entry point CPython calls.
-unsafe extern "C" fn call_soon_entry(
+/// # Safety
+/// As `call_soon`.
+unsafe fn call_soon_threadsafe(
+    py: Python<'_>,
     slf: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargsf: ffi::Py_ssize_t,
     kwnames: *mut ffi::PyObject,
-) -> *mut ffi::PyObject {
-    // SAFETY: CPython calls this with the GIL held and the arguments `call_soon` documents;
-    // PyO3's trampoline keeps its GIL count, turns an error into a raised exception and a
-    // panic into PanicException.
-    unsafe {
-        pyo3::impl_::trampoline::fastcall_with_keywords(slf, args, nargsf, kwnames, call_soon)
-    }
+) -> PyResult<*mut ffi::PyObject> {
+    // SAFETY: the function's contract.
+    let (slf, a) = unsafe {
+        let a = parse(
+            py,
+            "call_soon_threadsafe",
+            ["callback"],
+            args,
+            nargsf,
+            kwnames,
+        )?;
+        (loop_of(py, slf), a)
+    };
+    let [callback] = a.named;
+    Ok(Loop::call_soon_threadsafe_impl(&slf, callback, a.rest, a.context)?.into_ptr())
 }
 
-/// Replaces `call_soon` on the class by the hand-written method.
-pub fn install(py: Python<'_>, class: &Bound<'_, PyType>) -> PyResult<()> {
-    // Lives as long as the process: the method descriptor points at it.
-    let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
-        ml_name: c"call_soon".as_ptr(),
-        ml_meth: ffi::PyMethodDefPointer {
-            PyCFunctionFastWithKeywords: call_soon_entry,
-        },
-        ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
-        ml_doc: c"call_soon(callback, *args, context=None)\n--\n\nArranges for callback(*args) to be called soon, in context (default: a copy of the current one); returns its Handle.".as_ptr(),
-    }));
-    // SAFETY: `class` is a live type object and `def` outlives it (leaked above);
-    // PyDescr_NewMethod returns a new reference or NULL with an exception set.
-    let descriptor = unsafe {
-        Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(class.as_type_ptr(), def))?
+/// # Safety
+/// As `call_soon`.
+unsafe fn call_later(
+    py: Python<'_>,
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<*mut ffi::PyObject> {
+    // SAFETY: the function's contract.
+    let (slf, a) = unsafe {
+        let a = parse(
+            py,
+            "call_later",
+            ["delay", "callback"],
+            args,
+            nargsf,
+            kwnames,
+        )?;
+        (loop_of(py, slf), a)
     };
-    class.setattr("call_soon", descriptor)
+    let [delay, callback] = a.named;
+    Ok(Loop::call_later_impl(&slf, &delay, callback, a.rest, a.context)?.into_ptr())
+}
+
+/// # Safety
+/// As `call_soon`.
+unsafe fn call_at(
+    py: Python<'_>,
+    slf: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> PyResult<*mut ffi::PyObject> {
+    // SAFETY: the function's contract.
+    let (slf, a) = unsafe {
+        let a = parse(py, "call_at", ["when", "callback"], args, nargsf, kwnames)?;
+        (loop_of(py, slf), a)
+    };
+    let [when, callback] = a.named;
+    Ok(Loop::call_at_impl(&slf, &when, callback, a.rest, a.context)?.into_ptr())
+}
+
+/// The C entry point CPython calls for one of the methods above.
+macro_rules! entry {
+    ($name:ident => $body:ident) => {
+        unsafe extern "C" fn $name(
+            slf: *mut ffi::PyObject,
+            args: *const *mut ffi::PyObject,
+            nargsf: ffi::Py_ssize_t,
+            kwnames: *mut ffi::PyObject,
+        ) -> *mut ffi::PyObject {
+            // SAFETY: CPython calls this with the GIL held and the arguments the body
+            // documents; PyO3's trampoline keeps its GIL count, turns an error into a raised
+            // exception and a panic into PanicException.
+            unsafe {
+                pyo3::impl_::trampoline::fastcall_with_keywords(slf, args, nargsf, kwnames, $body)
+            }
+        }
+    };
+}
+
+entry!(call_soon_entry => call_soon);
+entry!(call_soon_threadsafe_entry => call_soon_threadsafe);
+entry!(call_later_entry => call_later);
+entry!(call_at_entry => call_at);
+
+type Entry = unsafe extern "C" fn(
+    *mut ffi::PyObject,
+    *const *mut ffi::PyObject,
+    ffi::Py_ssize_t,
+    *mut ffi::PyObject,
+) -> *mut ffi::PyObject;
+
+const METHODS: [(&CStr, Entry, &CStr); 4] = [
+    (
+        c"call_soon",
+        call_soon_entry,
+        c"call_soon(callback, *args, context=None)\n--\n\nArranges for callback(*args) to be called soon, in context (default: a copy of the current one); returns its Handle.",
+    ),
+    (
+        c"call_soon_threadsafe",
+        call_soon_threadsafe_entry,
+        c"call_soon_threadsafe(callback, *args, context=None)\n--\n\nLike call_soon(), from any thread: wakes the loop.",
+    ),
+    (
+        c"call_later",
+        call_later_entry,
+        c"call_later(delay, callback, *args, context=None)\n--\n\nArranges for callback(*args) to be called in delay seconds; returns its TimerHandle.",
+    ),
+    (
+        c"call_at",
+        call_at_entry,
+        c"call_at(when, callback, *args, context=None)\n--\n\nArranges for callback(*args) to be called at loop time when; returns its TimerHandle.",
+    ),
+];
+
+/// Puts the hand-written methods on the class.
+pub fn install(py: Python<'_>, class: &Bound<'_, PyType>) -> PyResult<()> {
+    for (name, entry, doc) in METHODS {
+        // Lives as long as the process: the method descriptor points at it.
+        let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
+            ml_name: name.as_ptr(),
+            ml_meth: ffi::PyMethodDefPointer {
+                PyCFunctionFastWithKeywords: entry,
+            },
+            ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+            ml_doc: doc.as_ptr(),
+        }));
+        // SAFETY: `class` is a live type object and `def` outlives it (leaked above);
+        // PyDescr_NewMethod returns a new reference or NULL with an exception set.
+        let descriptor = unsafe {
+            Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(class.as_type_ptr(), def))?
+        };
+        class.setattr(name.to_str().expect("ASCII names"), descriptor)?;
+    }
+    Ok(())
 }

@@ -21,6 +21,46 @@ def noop() -> None:
 # -- callbacks that are not callable ------------------------------------------------------------
 
 
+# -- the scheduling methods' arguments, as asyncio's signatures take them --------------------------
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda loop: loop.call_soon(),
+        lambda loop: loop.call_soon_threadsafe(),
+        lambda loop: loop.call_later(0.1),
+        lambda loop: loop.call_at(),
+        lambda loop: loop.call_soon(noop, callback=noop),
+        lambda loop: loop.call_later(0.1, noop, delay=0.2),
+        lambda loop: loop.call_soon(noop, contxt=None),
+        lambda loop: loop.call_at(1.0, noop, when=2.0),
+    ],
+    ids=[
+        "call_soon-no-callback", "threadsafe-no-callback", "call_later-no-callback",
+        "call_at-nothing", "call_soon-callback-twice", "call_later-delay-twice",
+        "call_soon-unknown-keyword", "call_at-when-twice",
+    ],
+)
+def test_scheduling_with_missing_or_extra_arguments_raises_type_error(
+    loop: Loop, call: Any
+) -> None:
+    with pytest.raises(TypeError):
+        call(loop)
+    assert loop.pending_handles_count() == 0
+
+
+def test_scheduling_methods_take_their_named_arguments_by_keyword(loop: Loop) -> None:
+    ran: list[str] = []
+    loop.call_soon(callback=lambda: ran.append("soon"))
+    loop.call_soon_threadsafe(callback=lambda: ran.append("threadsafe"))
+    loop.call_later(delay=0.001, callback=lambda: ran.append("later"))
+    loop.call_at(when=loop.time() + 0.002, callback=lambda: ran.append("at"))
+    loop.call_later(0.01, callback=loop.stop)
+    loop.run_forever()
+    assert ran == ["soon", "threadsafe", "later", "at"]
+
+
 @pytest.mark.parametrize("not_callable", [None, 1, "noop", object()])
 def test_call_soon_rejects_a_non_callable(loop: Loop, not_callable: Any) -> None:
     with pytest.raises(TypeError):

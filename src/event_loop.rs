@@ -122,6 +122,8 @@ pub struct Loop {
     /// The latest tick the loop read (a poll's end, a dispatch's last): "now" for deciding
     /// whether to poll, without reading the clock once more.
     last_tick: AtomicU64,
+    /// A timer handle was untracked during this run (so its stop has some to track again).
+    untracked_timers: AtomicBool,
     /// A batch is being dispatched: a `call_soon` from a callback is stamped ready when that
     /// callback ends (the moment it could first run), from the clock read that ends its timing,
     /// instead of reading the clock once more.
@@ -400,6 +402,7 @@ impl Loop {
         let handle = Py::new(py, TimerHandle { inner, when })?;
         if this.running.load(Relaxed) {
             TimerHandle::untrack(&handle);
+            this.untracked_timers.store(true, Relaxed);
         }
         this.core
             .lock(py)
@@ -752,6 +755,9 @@ impl Loop {
     /// The loop stopped: its timer handles, untracked while it ran, are tracked again, so the
     /// collector sees them (and what they hold) through the loop's traversal.
     fn track_timers(&self, py: Python<'_>) {
+        if !self.untracked_timers.swap(false, Relaxed) {
+            return;
+        }
         let core = self.core.lock(py);
         for handle in core.timers.iter() {
             TimerHandle::track(handle);
@@ -1102,6 +1108,7 @@ impl Loop {
             signal_fd: AtomicI32::new(-1),
             last_poll_tick: AtomicU64::new(0),
             last_tick: AtomicU64::new(0),
+            untracked_timers: AtomicBool::new(false),
             in_dispatch: AtomicBool::new(false),
             unstamped: AtomicBool::new(false),
         })

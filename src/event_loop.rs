@@ -171,6 +171,14 @@ fn fileobj_to_fd(obj: &Bound<'_, PyAny>) -> PyResult<i32> {
     Ok(fd as i32)
 }
 
+/// A delay or deadline in seconds; None raises TypeError with `none_message`, as asyncio.
+fn seconds(value: &Bound<'_, PyAny>, none_message: &'static str) -> PyResult<f64> {
+    if value.is_none() {
+        return Err(PyTypeError::new_err(none_message));
+    }
+    value.extract()
+}
+
 /// An OSError built as `OSError(errno, strerror)`, so that Python picks the subclass
 /// (ConnectionRefusedError, ...) and `.errno` is set, as for errors raised by `socket`.
 pub fn os_error(err: std::io::Error) -> PyErr {
@@ -647,11 +655,7 @@ impl Loop {
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
-        if delay.is_none() {
-            return Err(PyTypeError::new_err("delay must not be None"));
-        }
-        let delay: f64 = delay.extract()?;
-        let when = monotonic_ns() as f64 * 1e-9 + delay;
+        let when = monotonic_ns() as f64 * 1e-9 + seconds(delay, "delay must not be None")?;
         Self::schedule_at(slf, when, callback, args, context, "call_later")
     }
 
@@ -663,10 +667,7 @@ impl Loop {
         args: Bound<'_, PyTuple>,
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<TimerHandle>> {
-        if when.is_none() {
-            return Err(PyTypeError::new_err("when cannot be None"));
-        }
-        let when: f64 = when.extract()?;
+        let when = seconds(when, "when cannot be None")?;
         Self::schedule_at(slf, when, callback, args, context, "call_at")
     }
 

@@ -110,116 +110,70 @@ unsafe fn loop_of<'py>(py: Python<'py>, slf: *mut ffi::PyObject) -> Bound<'py, L
     unsafe { Bound::from_borrowed_ptr(py, slf).downcast_into_unchecked::<Loop>() }
 }
 
-/// # Safety
-/// Called by CPython as a METH_FASTCALL | METH_KEYWORDS method of `Loop` (see `parse` and
-/// `loop_of`); so are the three below.
-unsafe fn call_soon(
-    py: Python<'_>,
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargsf: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> PyResult<*mut ffi::PyObject> {
-    // SAFETY: the function's contract.
-    let (slf, a) = unsafe {
-        let a = parse(py, "call_soon", ["callback"], args, nargsf, kwnames)?;
-        (loop_of(py, slf), a)
-    };
-    let [callback] = a.named;
-    Ok(Loop::call_soon_impl(&slf, callback, a.rest, a.context)?.into_ptr())
-}
-
-/// # Safety
-/// As `call_soon`.
-unsafe fn call_soon_threadsafe(
-    py: Python<'_>,
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargsf: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> PyResult<*mut ffi::PyObject> {
-    // SAFETY: the function's contract.
-    let (slf, a) = unsafe {
-        let a = parse(
-            py,
-            "call_soon_threadsafe",
-            ["callback"],
-            args,
-            nargsf,
-            kwnames,
-        )?;
-        (loop_of(py, slf), a)
-    };
-    let [callback] = a.named;
-    Ok(Loop::call_soon_threadsafe_impl(&slf, callback, a.rest, a.context)?.into_ptr())
-}
-
-/// # Safety
-/// As `call_soon`.
-unsafe fn call_later(
-    py: Python<'_>,
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargsf: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> PyResult<*mut ffi::PyObject> {
-    // SAFETY: the function's contract.
-    let (slf, a) = unsafe {
-        let a = parse(
-            py,
-            "call_later",
-            ["delay", "callback"],
-            args,
-            nargsf,
-            kwnames,
-        )?;
-        (loop_of(py, slf), a)
-    };
-    let [delay, callback] = a.named;
-    Ok(Loop::call_later_impl(&slf, &delay, callback, a.rest, a.context)?.into_ptr())
-}
-
-/// # Safety
-/// As `call_soon`.
-unsafe fn call_at(
-    py: Python<'_>,
-    slf: *mut ffi::PyObject,
-    args: *const *mut ffi::PyObject,
-    nargsf: ffi::Py_ssize_t,
-    kwnames: *mut ffi::PyObject,
-) -> PyResult<*mut ffi::PyObject> {
-    // SAFETY: the function's contract.
-    let (slf, a) = unsafe {
-        let a = parse(py, "call_at", ["when", "callback"], args, nargsf, kwnames)?;
-        (loop_of(py, slf), a)
-    };
-    let [when, callback] = a.named;
-    Ok(Loop::call_at_impl(&slf, &when, callback, a.rest, a.context)?.into_ptr())
-}
-
-/// The C entry point CPython calls for one of the methods above.
-macro_rules! entry {
-    ($name:ident => $body:ident) => {
-        unsafe extern "C" fn $name(
+/// A method's C entry point: CPython calls it as a METH_FASTCALL | METH_KEYWORDS method of
+/// `Loop`, its arguments are parsed as `(names..., *args, context=None)` into variables of
+/// those names (plus `slf`, `rest` and `context`), and `call` makes the handle it returns.
+macro_rules! method {
+    ($entry:ident, $name:literal, [$($param:ident),+], |$slf:ident, $rest:ident, $context:ident| $call:expr) => {
+        unsafe extern "C" fn $entry(
             slf: *mut ffi::PyObject,
             args: *const *mut ffi::PyObject,
             nargsf: ffi::Py_ssize_t,
             kwnames: *mut ffi::PyObject,
         ) -> *mut ffi::PyObject {
-            // SAFETY: CPython calls this with the GIL held and the arguments the body
-            // documents; PyO3's trampoline keeps its GIL count, turns an error into a raised
-            // exception and a panic into PanicException.
+            /// # Safety
+            /// As CPython calls the method: see `parse` and `loop_of`.
+            unsafe fn body(
+                py: Python<'_>,
+                slf: *mut ffi::PyObject,
+                args: *const *mut ffi::PyObject,
+                nargsf: ffi::Py_ssize_t,
+                kwnames: *mut ffi::PyObject,
+            ) -> PyResult<*mut ffi::PyObject> {
+                // SAFETY: the function's contract.
+                let (slf, parsed) = unsafe {
+                    let names = [$(stringify!($param)),+];
+                    let parsed = parse(py, $name, names, args, nargsf, kwnames)?;
+                    (loop_of(py, slf), parsed)
+                };
+                let [$($param),+] = parsed.named;
+                let ($slf, $rest, $context) = (&slf, parsed.rest, parsed.context);
+                Ok($call?.into_ptr())
+            }
+            // SAFETY: CPython calls this with the GIL held and the arguments `body` documents;
+            // PyO3's trampoline keeps its GIL count, turns an error into a raised exception
+            // and a panic into PanicException.
             unsafe {
-                pyo3::impl_::trampoline::fastcall_with_keywords(slf, args, nargsf, kwnames, $body)
+                pyo3::impl_::trampoline::fastcall_with_keywords(slf, args, nargsf, kwnames, body)
             }
         }
     };
 }
 
-entry!(call_soon_entry => call_soon);
-entry!(call_soon_threadsafe_entry => call_soon_threadsafe);
-entry!(call_later_entry => call_later);
-entry!(call_at_entry => call_at);
+method!(
+    call_soon_entry,
+    "call_soon",
+    [callback],
+    |slf, rest, context| { Loop::call_soon_impl(slf, callback, rest, context) }
+);
+method!(
+    call_soon_threadsafe_entry,
+    "call_soon_threadsafe",
+    [callback],
+    |slf, rest, context| { Loop::call_soon_threadsafe_impl(slf, callback, rest, context) }
+);
+method!(
+    call_later_entry,
+    "call_later",
+    [delay, callback],
+    |slf, rest, context| { Loop::call_later_impl(slf, &delay, callback, rest, context) }
+);
+method!(
+    call_at_entry,
+    "call_at",
+    [when, callback],
+    |slf, rest, context| { Loop::call_at_impl(slf, &when, callback, rest, context) }
+);
 
 type Entry = unsafe extern "C" fn(
     *mut ffi::PyObject,

@@ -18,7 +18,7 @@ use pyo3::sync::{GILOnceCell, GILProtected};
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
-use crate::context::{self, is_fatal};
+use crate::context::{self, is_fatal, EmptyContext};
 use crate::gil_cell::GilCell;
 use crate::handles::{
     format_callback, refs_in_traverse, Callback, CancelCounts, Handle, Parts, TimerHandle,
@@ -130,6 +130,8 @@ pub struct Loop {
     in_dispatch: AtomicBool,
     /// Some entries of the ready queue wait for that stamp.
     unstamped: AtomicBool,
+    /// What handles without a context of their own run in.
+    empty_context: EmptyContext,
 }
 
 /// `ready_tick` of an entry queued during a dispatch, until that dispatch ends.
@@ -385,7 +387,7 @@ impl Loop {
         let mut inner = Callback::new(
             callback.unbind(),
             args.unbind(),
-            context::resolve(py, context)?,
+            context::resolve_for_handle(py, context)?,
             self.counts.clone(),
         );
         if self.debug.load(Relaxed) {
@@ -859,7 +861,7 @@ impl Loop {
                 _ => None,
             };
             this.probe.enter(start);
-            let result = context::call_in_context(py, &cb.context, &callback, &args);
+            let result = this.empty_context.run_handle(py, cb, &callback, &args);
             let end = tick();
             if this.unstamped.load(Relaxed) {
                 this.stamp_queued(py, end);
@@ -1112,6 +1114,7 @@ impl Loop {
             untracked_timers: AtomicBool::new(false),
             in_dispatch: AtomicBool::new(false),
             unstamped: AtomicBool::new(false),
+            empty_context: EmptyContext::default(),
         })
     }
 

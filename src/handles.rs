@@ -74,7 +74,9 @@ impl Parts {
 /// while it is borrowed).
 pub struct Callback {
     parts: GILProtected<RefCell<Option<Parts>>>,
-    pub context: Py<PyAny>,
+    /// Unset: the handle runs in its loop's reusable empty context (`context::EmptyContext`),
+    /// until it needs one of its own (`get_context`, or a variable its callback set).
+    context: GILProtected<RefCell<Option<Py<PyAny>>>>,
     /// Debug mode only: where the handle was created (asyncio's `_source_traceback`).
     pub source_traceback: Option<Py<PyAny>>,
     cancelled: AtomicBool,
@@ -86,12 +88,12 @@ impl Callback {
     pub fn new(
         callback: Py<PyAny>,
         args: Py<PyTuple>,
-        context: Py<PyAny>,
+        context: Option<Py<PyAny>>,
         counts: Arc<CancelCounts>,
     ) -> Self {
         Callback {
             parts: GILProtected::new(RefCell::new(Some(Parts { callback, args }))),
-            context,
+            context: GILProtected::new(RefCell::new(context)),
             source_traceback: None,
             cancelled: AtomicBool::new(false),
             queued: AtomicBool::new(false),
@@ -112,6 +114,41 @@ impl Callback {
     #[inline]
     pub fn set_queued(&self, queued: bool) {
         self.queued.store(queued, Relaxed);
+    }
+
+    /// The handle's own context (see `context`), borrowed: it may stay borrowed while its
+    /// callback runs, since only a handle without one has its context set (`keep_context`,
+    /// `context`).
+    #[inline]
+    pub fn own_context<'a>(&'a self, py: Python<'a>) -> std::cell::Ref<'a, Option<Py<PyAny>>> {
+        self.context.get(py).borrow()
+    }
+
+    /// Gives a handle without a context of its own the loop's empty one it is about to run
+    /// in: it keeps it unless `take_back_context` follows.
+    #[inline]
+    pub fn lend_context(&self, py: Python<'_>, context: Py<PyAny>) {
+        *self.context.get(py).borrow_mut() = Some(context);
+    }
+
+    /// Takes back the context `lend_context` gave (released with a plain decref: the caller
+    /// still holds it).
+    #[inline]
+    pub fn take_back_context(&self, py: Python<'_>) {
+        if let Some(context) = self.context.get(py).borrow_mut().take() {
+            context.drop_ref(py);
+        }
+    }
+
+    /// The context the handle runs in (`get_context()`): its own, made now (empty) if it
+    /// had none.
+    pub fn context(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        if let Some(own) = self.own_context(py).as_ref() {
+            return Ok(own.clone_ref(py));
+        }
+        let made = crate::context::new_empty(py)?;
+        *self.context.get(py).borrow_mut() = Some(made.clone_ref(py));
+        Ok(made)
     }
 
     /// New references to the callable and its arguments (None once run, cancelled or closed).
@@ -152,7 +189,10 @@ impl Callback {
             }
         }
         visit.call(&self.source_traceback)?;
-        visit.call(&self.context)
+        if let Ok(context) = self.context.traverse(visit.clone()).try_borrow() {
+            visit.call(context.as_ref())?;
+        }
+        Ok(())
     }
 
     /// Everything the callback holds, for a tracked handle's own traversal.
@@ -249,8 +289,8 @@ impl Handle {
         self.inner.is_cancelled()
     }
 
-    fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
-        self.inner.context.clone_ref(py)
+    fn get_context(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.inner.context(py)
     }
 
     #[getter]
@@ -343,8 +383,8 @@ impl TimerHandle {
         self.when
     }
 
-    fn get_context(&self, py: Python<'_>) -> Py<PyAny> {
-        self.inner.context.clone_ref(py)
+    fn get_context(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.inner.context(py)
     }
 
     #[getter]

@@ -535,6 +535,109 @@ def test_call_soon_without_context_copies_the_current_one(loop: Loop) -> None:
     assert seen == ["at schedule time"]
 
 
+# A handle scheduled from a context with no variables set runs in an empty context the loop
+# reuses while it stays empty; these tests schedule from one (the test runner's own context may
+# have variables set) and check that each handle still behaves as if it had its own copy.
+
+
+def test_handles_scheduled_from_an_empty_context_each_get_their_own(loop: Loop) -> None:
+    # Each callback reads the variable and then sets it: none sees another's, whether they
+    # run in one iteration or come from timers.
+    seen = []
+
+    def read_and_set(value: str) -> None:
+        seen.append(request_id.get())
+        request_id.set(value)
+
+    def schedule() -> None:
+        for value in ("a", "b"):
+            loop.call_soon(read_and_set, value)
+            loop.call_later(0, read_and_set, value)
+        loop.call_later(0.01, loop.stop)
+
+    contextvars.Context().run(schedule)
+    loop.run_forever()
+    assert seen == ["unset"] * 4
+    assert request_id.get() == "unset"
+
+
+def test_get_context_is_the_context_the_callback_runs_in(loop: Loop) -> None:
+    seen: list[str] = []
+
+    def schedule() -> tuple[asyncio.Handle, asyncio.Handle]:
+        before = loop.call_soon(lambda: seen.append(request_id.get()))
+        after = loop.call_soon(request_id.set, "set by the callback")
+        loop.call_soon(loop.stop)
+        return before, after
+
+    before, after = contextvars.Context().run(schedule)
+    context = before.get_context()
+    context.run(request_id.set, "set through get_context")
+    assert before.get_context() is context
+    loop.run_forever()
+    assert seen == ["set through get_context"]
+    assert after.get_context()[request_id] == "set by the callback"
+    assert after.get_context() is after.get_context()
+
+
+def test_get_context_from_the_callback_is_the_context_it_runs_in(loop: Loop) -> None:
+    seen = []
+
+    def look_at_own_context() -> None:
+        request_id.set("set inside")
+        seen.append(handles[0].get_context().get(request_id))
+
+    handles = [contextvars.Context().run(loop.call_soon, look_at_own_context)]
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["set inside"]
+
+
+def test_a_reader_keeps_its_context_from_one_run_to_the_next(loop: Loop) -> None:
+    import socket
+
+    a, b = socket.socketpair()
+    seen = []
+
+    def on_readable() -> None:
+        a.recv(16)
+        seen.append(request_id.get())
+        request_id.set(f"run {len(seen)}")
+        if len(seen) == 3:
+            loop.remove_reader(a)
+            loop.stop()
+        else:
+            b.send(b"x")
+
+    try:
+        contextvars.Context().run(loop.add_reader, a, on_readable)
+        b.send(b"x")
+        loop.run_forever()
+    finally:
+        a.close()
+        b.close()
+    assert seen == ["unset", "run 1", "run 2"]
+
+
+def test_threadsafe_calls_get_the_calling_threads_context(loop: Loop) -> None:
+    seen = []
+
+    def call_from_thread(value: str | None) -> None:
+        # A new thread starts in an empty context.
+        if value is not None:
+            request_id.set(value)
+        loop.call_soon_threadsafe(request_id.set, "set by a callback")
+        loop.call_soon_threadsafe(lambda: seen.append(request_id.get()))
+
+    for value in (None, "from a thread"):
+        thread = threading.Thread(target=call_from_thread, args=(value,))
+        thread.start()
+        thread.join()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["unset", "from a thread"]
+
+
 def test_changes_in_the_callers_context_after_scheduling_are_not_seen(loop: Loop) -> None:
     seen = []
     token = request_id.set("before")

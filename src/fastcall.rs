@@ -18,6 +18,9 @@ use pyo3::types::{PyString, PyTuple, PyType};
 use crate::event_loop::Loop;
 
 static CONTEXT_NAME: GILOnceCell<Py<PyString>> = GILOnceCell::new();
+/// Another `"context"` string seen as a keyword name: the C Task's, which Python 3.11 does not
+/// intern (it passes `context=` on every step), so that it too is recognised by its address.
+static SEEN_CONTEXT_NAME: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
 
 /// A scheduling call's arguments: `names.len()` named ones (the last is the callback), the
 /// rest of the positional ones, and `context`.
@@ -60,7 +63,13 @@ unsafe fn parse<'py, const N: usize>(
             let value = arg(nargs + i);
             // Names are interned by the compiler and by the C Future: a pointer compare
             // nearly always decides.
-            let slot = if name.is(wanted) || name.eq(wanted.bind(py))? {
+            let is_context = name.is(wanted)
+                || SEEN_CONTEXT_NAME.get(py).is_some_and(|seen| name.is(seen))
+                || (name.eq(wanted.bind(py))? && {
+                    let _ = SEEN_CONTEXT_NAME.set(py, name.clone().unbind());
+                    true
+                });
+            let slot = if is_context {
                 &mut context
             } else {
                 let position = names.iter().position(|n| name.eq(*n).unwrap_or(false));

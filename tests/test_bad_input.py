@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import signal
 import threading
@@ -59,6 +60,25 @@ def test_scheduling_methods_take_their_named_arguments_by_keyword(loop: Loop) ->
     loop.call_later(0.01, callback=loop.stop)
     loop.run_forever()
     assert ran == ["soon", "threadsafe", "later", "at"]
+
+
+def test_context_is_recognised_by_value_whatever_string_object_names_it(loop: Loop) -> None:
+    # Keyword names built at run time are not interned: each is a new string object.
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+    seen: list[str] = []
+    contexts = []
+    for value in ("first", "second", "third"):
+        context = contextvars.Context()
+        context.run(request_id.set, value)
+        contexts.append(context)
+        name = "".join(["con", "text"])
+        loop.call_soon(lambda: seen.append(request_id.get()), **{name: context})
+    loop.call_soon(noop, **{"".join(["contex", "t"]): contexts[0]})
+    with pytest.raises(TypeError):
+        loop.call_soon(noop, **{"".join(["contex", "ts"]): contexts[0]})
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert seen == ["first", "second", "third"]
 
 
 @pytest.mark.parametrize("not_callable", [None, 1, "noop", object()])

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.timeout(60)
 def test_an_http_workload_is_served_on_the_native_loop(style: str) -> None:
     if not (fastapi_available() if style == FASTAPI else http_available()):
         pytest.skip(f"{style} is not installed")
-    sample = _measure_echo("native", Echo(style, 0), 0.3)
+    # Long enough for a first response on a busy machine (the app warms up on its first one).
+    sample = _measure_echo("native", Echo(style, 0), 1.0)
     assert sample.rate > 0
     assert sample.p50 is not None and sample.p99 is not None and sample.p50 <= sample.p99

@@ -21,7 +21,8 @@ use pyo3::{intern, PyTraverseError, PyVisit};
 use crate::context::{self, is_fatal, EmptyContext};
 use crate::gil_cell::GilCell;
 use crate::handles::{
-    format_callback, refs_in_traverse, Callback, CancelCounts, Handle, Parts, TimerHandle,
+    format_callback, refs_in_traverse, Callback, CancelCounts, Handle, HandlePool, Parts,
+    TimerHandle,
 };
 use crate::io_watchers::{Fired, Watchers, READABLE, WRITABLE};
 use crate::monitoring::watchdog;
@@ -132,6 +133,8 @@ pub struct Loop {
     unstamped: AtomicBool,
     /// What handles without a context of their own run in.
     empty_context: EmptyContext,
+    /// Spent `call_soon` handles, for reuse.
+    handles: HandlePool,
 }
 
 /// `ready_tick` of an entry queued during a dispatch, until that dispatch ends.
@@ -203,13 +206,16 @@ pub fn os_error(err: std::io::Error) -> PyErr {
 struct Dispatching<'py> {
     ready: Option<Ready>,
     py: Python<'py>,
+    /// Where a spent `call_soon` handle goes back to.
+    pool: &'py HandlePool,
 }
 
 impl<'py> Dispatching<'py> {
-    fn new(ready: Ready, py: Python<'py>) -> Self {
+    fn new(ready: Ready, py: Python<'py>, pool: &'py HandlePool) -> Self {
         Dispatching {
             ready: Some(ready),
             py,
+            pool,
         }
     }
 }
@@ -227,6 +233,7 @@ impl Drop for Dispatching<'_> {
     fn drop(&mut self) {
         if let Some(ready) = self.ready.take() {
             match ready.entry {
+                Entry::Soon(h) if ready.kind != Kind::Io => self.pool.give_back(self.py, h),
                 Entry::Soon(h) => h.drop_ref(self.py),
                 Entry::Timer(h) => {
                     TimerHandle::track_if_held(&h);
@@ -721,9 +728,15 @@ impl Loop {
     ) -> PyResult<Py<Handle>> {
         let py = slf.py();
         let this = slf.get();
-        let inner = this.new_callback(py, callback, args, context)?;
-        inner.set_queued(true);
-        let handle = Py::new(py, Handle { inner })?;
+        let handle = if this.debug.load(Relaxed) {
+            let inner = this.new_callback(py, callback, args, context)?;
+            inner.set_queued(true);
+            Py::new(py, Handle { inner })?
+        } else {
+            let context = context::resolve_for_handle(py, context)?;
+            this.handles
+                .take(py, callback.unbind(), args.unbind(), context, &this.counts)?
+        };
         // From a callback, it can first run when that callback ends: the dispatch stamps it
         // then. Other threads (call_soon_threadsafe) and signals read the clock now.
         let ready_tick = if kind == Kind::Callback && this.in_dispatch.load(Relaxed) {
@@ -833,7 +846,7 @@ impl Loop {
         let mut outcome = Ok(());
         let mut start = tick();
         while let Some(ready) = batch.pop_front() {
-            let ready = Dispatching::new(ready, py);
+            let ready = Dispatching::new(ready, py, &this.handles);
             let cb = ready.entry.callback();
             cb.set_queued(false);
             if cb.is_cancelled() {
@@ -1121,6 +1134,7 @@ impl Loop {
             in_dispatch: AtomicBool::new(false),
             unstamped: AtomicBool::new(false),
             empty_context: EmptyContext::default(),
+            handles: HandlePool::default(),
         })
     }
 

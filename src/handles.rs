@@ -4,6 +4,7 @@
 //! Both are frozen: the callable and its arguments sit in a cell only touched with the GIL
 //! held, and the two flags are atomics. `queued` says the handle still sits in the loop's ready
 //! queue or timer heap, so a cancel can be counted there and the pending count stays exact.
+//! A loop reuses its spent `Handle`s that nothing else holds (`HandlePool`).
 //!
 //! `Handle` (what `call_soon` returns, the hottest allocation of an asyncio program, nearly
 //! always dropped at once by its caller) is not tracked by the cycle collector: allocating one
@@ -28,6 +29,8 @@ use pyo3::prelude::*;
 use pyo3::sync::{GILOnceCell, GILProtected};
 use pyo3::types::PyTuple;
 use pyo3::{PyTraverseError, PyVisit};
+
+use crate::gil_cell::GilCell;
 
 /// Counts of cancelled handles still sitting in the loop's queues.
 #[derive(Default)]
@@ -161,6 +164,20 @@ impl Callback {
             .map(|p| p.clone_ref(py))
     }
 
+    /// Makes a spent handle's callback a new one (`HandlePool`): as `new`, on an object
+    /// nothing else holds.
+    fn renew(
+        &self,
+        py: Python<'_>,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        context: Option<Py<PyAny>>,
+    ) {
+        *self.parts.get(py).borrow_mut() = Some(Parts { callback, args });
+        *self.context.get(py).borrow_mut() = context;
+        self.cancelled.store(false, Relaxed);
+    }
+
     /// Drops the callable and its arguments (cancelled, run once, or its loop closed).
     pub fn clear(&self, py: Python<'_>) {
         let cleared = self.parts.get(py).borrow_mut().take();
@@ -265,11 +282,104 @@ pub fn format_callback(py: Python<'_>, callback: &Py<PyAny>, args: &Py<PyTuple>)
     formatted.unwrap_or_else(|_| "<callback>".to_owned())
 }
 
-// No `freelist`: PyO3's takes a mutex per allocation and per release; CPython's small-object
-// allocator is faster for these.
+// No `freelist`: PyO3's takes a mutex per allocation and per release; `HandlePool` keeps
+// spent handles of a loop instead.
 #[pyclass(module = "monitored_ioloop._native", frozen, weakref)]
 pub struct Handle {
     pub inner: Callback,
+}
+
+/// How many spent handles a loop keeps for reuse.
+const POOLED: usize = 256;
+
+/// A loop's spent `call_soon` handles, reused for the next ones: a handle is created for every
+/// callback and task step, and nearly always dropped by its caller at once, so that its
+/// dispatch ends holding the only reference. Such a handle is indistinguishable from a new one
+/// once renewed (nothing else holds it, no weak reference to it exists, it has no creation
+/// traceback), and reusing it saves an allocation, a deallocation and their bookkeeping.
+pub struct HandlePool(GilCell<Vec<Py<Handle>>>);
+
+impl Default for HandlePool {
+    fn default() -> Self {
+        HandlePool(GilCell::new(Vec::new()))
+    }
+}
+
+impl HandlePool {
+    /// A queued handle for `callback(*args)` in `context` (None: the loop's empty one).
+    pub fn take(
+        &self,
+        py: Python<'_>,
+        callback: Py<PyAny>,
+        args: Py<PyTuple>,
+        context: Option<Py<PyAny>>,
+        counts: &Arc<CancelCounts>,
+    ) -> PyResult<Py<Handle>> {
+        let spare = self.0.lock(py).pop();
+        let handle = match spare {
+            Some(handle) => {
+                handle.get().inner.renew(py, callback, args, context);
+                handle
+            }
+            None => {
+                let inner = Callback::new(callback, args, context, counts.clone());
+                Py::new(py, Handle { inner })?
+            }
+        };
+        handle.get().inner.set_queued(true);
+        Ok(handle)
+    }
+
+    /// Takes back a handle whose dispatch is over (or that was dropped cancelled), if it can
+    /// be reused; releases it otherwise.
+    pub fn give_back(&self, py: Python<'_>, handle: Py<Handle>) {
+        let inner = &handle.get().inner;
+        let reusable = handle.get_refcnt(py) == 1
+            && inner.source_traceback.is_none()
+            && !has_weak_references(&handle)
+            && self.0.lock(py).len() < POOLED;
+        if !reusable {
+            handle.drop_ref(py);
+            return;
+        }
+        // Released before the handle is pooled: dropping them may run Python code.
+        inner.clear(py);
+        let context = inner.context.get(py).borrow_mut().take();
+        if let Some(context) = context {
+            context.drop_ref(py);
+        }
+        // Checked again: that code may have taken a reference to it, or filled the pool.
+        let rejected = {
+            let mut pooled = self.0.lock(py);
+            if handle.get_refcnt(py) == 1 && pooled.len() < POOLED {
+                pooled.push(handle);
+                None
+            } else {
+                Some(handle)
+            }
+        };
+        if let Some(handle) = rejected {
+            handle.drop_ref(py);
+        }
+    }
+}
+
+/// Whether a weak reference to `handle` exists.
+fn has_weak_references(handle: &Py<Handle>) -> bool {
+    // SAFETY: `handle` is a live object (the caller holds a reference) of a type PyO3 made
+    // with `weakref`, so its type's tp_weaklistoffset is the offset of its weak-reference list
+    // head, a pointer that is NULL while no weak reference to it exists (what CPython's own
+    // deallocation checks); only that pointer is read.
+    unsafe {
+        let object = handle.as_ptr();
+        let offset = (*pyo3::ffi::Py_TYPE(object)).tp_weaklistoffset;
+        offset > 0
+            && !(*object
+                .cast::<u8>()
+                .offset(offset)
+                .cast::<*mut pyo3::ffi::PyObject>())
+            .is_null()
+    }
 }
 
 impl Handle {

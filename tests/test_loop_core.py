@@ -402,6 +402,62 @@ def test_handles_are_weakly_referenceable(loop: Loop) -> None:
     assert weakref.ref(timer)() is timer
 
 
+# The loop reuses the objects of spent call_soon handles that nothing holds any more; these
+# check that no one can tell.
+
+
+def test_a_weak_reference_to_a_spent_handle_dies_with_it(loop: Loop) -> None:
+    died = []
+    ref = weakref.ref(loop.call_soon(noop), died.append)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    for _ in range(3):
+        loop.call_soon(noop)
+    assert ref() is None
+    assert died == [ref]
+
+
+def test_a_held_handle_is_never_reused(loop: Loop) -> None:
+    def cancelled_one() -> None:
+        raise AssertionError("a cancelled handle ran")
+
+    held = [loop.call_soon(noop) for _ in range(3)]
+    cancelled = loop.call_soon(cancelled_one)
+    cancelled.cancel()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    ran = []
+    later = [loop.call_soon(ran.append, i) for i in range(10)]
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert ran == list(range(10))
+    assert all(h is not other for h in held + [cancelled] for other in later)
+    assert cancelled.cancelled() and not any(h.cancelled() for h in held + later)
+    assert all(h._callback is None for h in held + later)
+
+
+def test_a_reused_handle_starts_new(loop: Loop) -> None:
+    # Spent handles (one cancelled, one whose callback set a context variable) are reused:
+    # what their new callbacks see and what they report is that of new handles.
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    contextvars.Context().run(loop.call_soon, var.set, "left behind")
+    loop.call_soon(noop).cancel()
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    seen = []
+
+    def look() -> None:
+        seen.append(var.get())
+
+    renewed = [contextvars.Context().run(loop.call_soon, look) for _ in range(4)]
+    loop.call_soon(loop.stop)
+    assert not any(h.cancelled() for h in renewed)
+    assert all(h._callback is look for h in renewed)
+    loop.run_forever()
+    assert seen == ["unset"] * 4
+    assert all(len(h.get_context()) == 0 for h in renewed)
+
+
 def test_handles_are_asyncio_handles_duck_typed(loop: Loop) -> None:
     # asyncio code (and uvloop users) call these four; they must all exist.
     timer = loop.call_later(1, noop)

@@ -120,7 +120,7 @@ impl Callback {
     }
 
     /// The handle's own context (see `context`), borrowed: it may stay borrowed while its
-    /// callback runs, since only a handle without one has its context set (`keep_context`,
+    /// callback runs, since only a handle without one has its context set (`lend_context`,
     /// `context`).
     #[inline]
     pub fn own_context<'a>(&'a self, py: Python<'a>) -> std::cell::Ref<'a, Option<Py<PyAny>>> {

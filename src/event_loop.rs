@@ -649,8 +649,8 @@ impl Loop {
         context: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<Handle>> {
         Self::check_schedule(slf, &callback, "call_soon_threadsafe", false)?;
-        // The ready queue is behind a mutex, so any thread may append to it: the handle keeps
-        // its place among call_soon's (FIFO across threads, as asyncio's deque append).
+        // The ready queue is guarded by the GIL, which any calling thread holds: the handle
+        // keeps its place among call_soon's (FIFO across threads, as asyncio's deque append).
         let handle = Self::soon(slf, callback, args, context.as_ref(), Kind::Threadsafe)?;
         slf.get().waker.wake();
         Ok(handle)

@@ -364,12 +364,12 @@ impl HandlePool {
     }
 }
 
-/// Whether a weak reference to `handle` exists.
+/// Whether a weak reference to `handle` exists: `handle` is a live object (the caller holds a
+/// reference) of a type PyO3 made with `weakref`, so its type's tp_weaklistoffset locates its
+/// weak-reference list head, NULL while none exists (what CPython's deallocation checks).
 fn has_weak_references(handle: &Py<Handle>) -> bool {
-    // SAFETY: `handle` is a live object (the caller holds a reference) of a type PyO3 made
-    // with `weakref`, so its type's tp_weaklistoffset is the offset of its weak-reference list
-    // head, a pointer that is NULL while no weak reference to it exists (what CPython's own
-    // deallocation checks); only that pointer is read.
+    // SAFETY: reads only the type's offset and the list-head pointer it locates in a live
+    // object whose type has one (see above).
     unsafe {
         let object = handle.as_ptr();
         let offset = (*pyo3::ffi::Py_TYPE(object)).tp_weaklistoffset;

@@ -757,10 +757,21 @@ impl Loop {
 
     /// Forgets cancelled timers taken out of the heap. Called outside the core lock: releasing
     /// the last reference to a handle may run arbitrary Python code.
+    ///
+    /// Nearly every iteration has nothing to forget: an empty vector, which never allocated,
+    /// costs one check here instead of a call and a call to its drop glue.
+    #[inline(always)]
     fn forget_timers(&self, dropped: Vec<Py<TimerHandle>>) {
-        if dropped.is_empty() {
-            return;
+        if dropped.capacity() == 0 {
+            // Holds no element and no allocation: nothing to release.
+            std::mem::forget(dropped);
+        } else {
+            self.forget_timer_handles(dropped);
         }
+    }
+
+    #[cold]
+    fn forget_timer_handles(&self, dropped: Vec<Py<TimerHandle>>) {
         for handle in dropped {
             handle.get().inner.set_queued(false);
             CancelCounts::forget(&self.counts.timers);

@@ -66,6 +66,10 @@ pub fn try_read_ready(
 
 struct State {
     protocol: Option<Py<PyAny>>,
+    /// The protocol's `data_received`, looked up once when the protocol is set (as uvloop
+    /// does); None for a buffered protocol, or one without it (looked up per read then, so
+    /// that the read raises asyncio's AttributeError).
+    data_received: Option<Py<PyAny>>,
     /// The type of the last protocol set, kept after teardown so that monitor reports read
     /// later can still name the protocol a read went to.
     protocol_type: Option<Py<PyType>>,
@@ -82,6 +86,25 @@ struct State {
     buffer: Vec<u8>,
     sent: usize,
     empty_waiter: Option<Py<PyAny>>,
+}
+
+/// What a read hands its data to.
+enum Receiver {
+    /// The protocol's `data_received`, looked up when the protocol was set.
+    Method(Py<PyAny>),
+    /// The protocol, whose `data_received` is looked up now.
+    Protocol(Py<PyAny>),
+}
+
+impl Receiver {
+    fn call<'py>(self, py: Python<'py>, data: Bound<'py, PyBytes>) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            Receiver::Method(method) => method.into_bound(py).call1((data,)),
+            Receiver::Protocol(protocol) => protocol
+                .into_bound(py)
+                .call_method1(intern!(py, "data_received"), (data,)),
+        }
+    }
 }
 
 impl State {
@@ -172,23 +195,27 @@ impl StreamCore {
         Ok(())
     }
 
-    /// One read, handed to the protocol (`protocol.data_received` is looked up per call, as
-    /// asyncio does, by a method call that makes no bound method).
+    /// One read, handed to the protocol's `data_received`.
     fn read_ready(slf: &Bound<'_, Self>) -> PyResult<()> {
         let py = slf.py();
         let this = slf.get();
-        let protocol = {
+        let receiver = {
             let state = this.state();
             if state.conn_lost > 0 {
                 return Ok(());
             }
             if state.buffered {
                 None
+            } else if let Some(method) = &state.data_received {
+                Some(Receiver::Method(method.clone_ref(py)))
             } else {
-                state.protocol.as_ref().map(|p| p.clone_ref(py))
+                state
+                    .protocol
+                    .as_ref()
+                    .map(|p| Receiver::Protocol(p.clone_ref(py)))
             }
         };
-        let Some(protocol) = protocol else {
+        let Some(receiver) = receiver else {
             this.transport
                 .bind(py)
                 .call_method0(intern!(py, "_read_ready__get_buffer"))?;
@@ -204,10 +231,7 @@ impl StreamCore {
                     .call_method0(intern!(py, "_read_ready__on_eof"))?;
                 Ok(())
             }
-            Ok(data) => match protocol
-                .bind(py)
-                .call_method1(intern!(py, "data_received"), (data,))
-            {
+            Ok(data) => match receiver.call(py, data) {
                 Ok(_) => Ok(()),
                 Err(err) => Self::fatal(
                     slf,
@@ -254,6 +278,7 @@ impl StreamCore {
             context,
             state: Mutex::new(State {
                 protocol: None,
+                data_received: None,
                 protocol_type: None,
                 buffered: false,
                 protocol_connected: false,
@@ -278,6 +303,7 @@ impl StreamCore {
         visit.call(&self.context)?;
         if let Ok(state) = self.state.try_lock() {
             visit.call(&state.protocol)?;
+            visit.call(&state.data_received)?;
             visit.call(&state.protocol_type)?;
             visit.call(&state.empty_waiter)?;
         }
@@ -298,6 +324,14 @@ impl StreamCore {
             && (protocol.is_instance(buffered_type.bind(py))?
                 || protocol.hasattr(intern!(py, "get_buffer"))?);
         let protocol_type = (!protocol.is_none()).then(|| protocol.get_type().unbind());
+        let data_received = if buffered || protocol.is_none() {
+            None
+        } else {
+            protocol
+                .getattr(intern!(py, "data_received"))
+                .ok()
+                .map(Bound::unbind)
+        };
         let old = {
             let mut state = self.state();
             if protocol_type.is_some() {
@@ -305,7 +339,8 @@ impl StreamCore {
             }
             state.buffered = buffered;
             state.protocol_connected = !protocol.is_none();
-            state.protocol.replace(protocol.unbind())
+            let old_method = std::mem::replace(&mut state.data_received, data_received);
+            (state.protocol.replace(protocol.unbind()), old_method)
         };
         drop(old);
         Ok(())

@@ -277,6 +277,79 @@ def test_protocol_echo_round_trip(loop: Loop) -> None:
     assert run_within(loop, main()) == payload
 
 
+class Recorder(asyncio.Protocol):
+    """Keeps what it receives, and hands the transport to `then` after its first read."""
+
+    def __init__(self, then: Optional[asyncio.Protocol] = None) -> None:
+        self.received: list[bytes] = []
+        self.then = then
+        self.got: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.received.append(data)
+        if self.then is not None:
+            self.transport.set_protocol(self.then)
+        if not self.got.done():
+            self.got.set_result(None)
+
+
+def test_reads_go_to_the_protocol_set_last(loop: Loop) -> None:
+    async def main() -> tuple[list[bytes], list[bytes]]:
+        ours, peer = socket.socketpair()
+        with peer:
+            second = Recorder()
+            first = Recorder(then=second)
+            transport, _ = await loop.connect_accepted_socket(lambda: first, ours)
+            peer.send(b"one")
+            await first.got
+            peer.send(b"two")
+            await second.got
+            transport.close()
+            return first.received, second.received
+
+    assert run_within(loop, main()) == ([b"one"], [b"two"])
+
+
+class NoDataReceived:
+    """A protocol that forgot `data_received`."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        self.lost = exc
+
+
+def test_a_protocol_without_data_received_gets_the_fatal_error_asyncio_gives(
+    loop: Loop,
+) -> None:
+    contexts: list[dict[str, Any]] = []
+
+    async def main() -> NoDataReceived:
+        loop.set_exception_handler(lambda _, context: contexts.append(context))
+        ours, peer = socket.socketpair()
+        with peer:
+            protocol = NoDataReceived()
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, ours)  # type: ignore[type-var]
+            peer.send(b"data")
+            for _ in range(200):
+                if transport.is_closing():
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0)
+            return protocol
+
+    protocol = run_within(loop, main())
+    assert [c["message"] for c in contexts] == [
+        "Fatal error: protocol.data_received() call failed."
+    ]
+    assert isinstance(contexts[0]["exception"], AttributeError)
+    assert isinstance(protocol.lost, AttributeError)
+
+
 class SmallBufferProto(asyncio.BufferedProtocol):
     """Hands the transport a 16-byte buffer and keeps every byte it fills in."""
 

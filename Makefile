@@ -99,8 +99,8 @@ bench: build
 lint: $(STAMP)
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	$(VENV)/bin/ruff check python tests build_backend examples release
-	$(VENV)/bin/mypy --strict python/monitored_ioloop
+	$(VENV)/bin/ruff check python tests build_backend examples release benches
+	$(VENV)/bin/mypy --strict python/monitored_ioloop benches
 
 $(RELEASE_STAMP): $(STAMP) requirements-release.txt
 	$(VPY) -m pip install -q -r requirements-release.txt

@@ -219,6 +219,9 @@ impl Loop {
     /// descriptor is gone by then; one closed since it was watched is taken out first and
     /// reported as an EBADF event, the way a selector reports it. True if one was.
     fn take_unregistered_closed(&mut self) -> bool {
+        if self.unregistered.is_empty() {
+            return false;
+        }
         let mut reported = false;
         for fd in std::mem::take(&mut self.unregistered) {
             if self.polls.contains_key(&fd) && !crate::sock::is_open(fd) {

@@ -30,8 +30,8 @@ SCENARIOS: Dict[str, Tuple[List[str], int]] = {
     "future": (["-m", "monitored_ioloop.bench.worker", "{loop}", "future"], 20000),
     "timers": (["-m", "monitored_ioloop.bench.worker", "{loop}", "timers"], 20000),
     "gather": (["-m", "monitored_ioloop.bench.worker", "{loop}", "gather"], 5000),
-    "protocol_read": ([str(HERE / "scenarios" / "protocol_read.py"), "{loop}"], 10000),
-    "protocol_echo": ([str(HERE / "scenarios" / "protocol_echo.py"), "{loop}"], 10000),
+    "protocol_read": ([str(HERE / "scenarios" / "protocol.py"), "read", "{loop}"], 10000),
+    "protocol_echo": ([str(HERE / "scenarios" / "protocol.py"), "echo", "{loop}"], 10000),
     "streams_echo": ([str(HERE / "scenarios" / "streams_echo.py"), "{loop}"], 3000),
     "uvicorn_hello": ([str(HERE / "scenarios" / "uvicorn_hello.py"), "{loop}"], 1000),
 }

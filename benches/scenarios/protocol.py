@@ -1,6 +1,7 @@
-"""One echo through a stream transport: ``data_received`` writes the data back with
-``transport.write``; the raw peer of the socketpair takes it and sends the next message.
-``python protocol_echo.py LOOP N``"""
+"""A stream transport and an ``asyncio.Protocol``, ping-pong over a socketpair in one process.
+``read``: one read into ``data_received``, which sends the next message from the raw peer.
+``echo``: the same, and ``data_received`` first writes the bytes back with
+``transport.write`` (the peer takes them). ``python protocol.py read|echo LOOP N``"""
 
 from __future__ import annotations
 
@@ -14,21 +15,25 @@ from monitored_ioloop.bench.loops import LOOPS
 PAYLOAD = b"x" * 100
 
 
-def main(loop_name: str, n: int) -> None:
+def main(mode: str, loop_name: str, n: int) -> None:
+    if mode not in ("read", "echo"):
+        raise SystemExit(f"unknown mode {mode!r}: read or echo")
+    echo = mode == "echo"
     loop = LOOPS[loop_name]()
     ours, peer = socket.socketpair()
     done = loop.create_future()
     left = n
 
-    class Echo(asyncio.Protocol):
+    class Ping(asyncio.Protocol):
         def connection_made(self, transport: Any) -> None:
             # uvloop's transports are not registered as asyncio.Transport: not checked.
             self.transport = transport
 
         def data_received(self, data: bytes) -> None:
             nonlocal left
-            self.transport.write(data)
-            peer.recv(200)
+            if echo:
+                self.transport.write(data)
+                peer.recv(200)
             left -= 1
             if left == 0:
                 done.set_result(None)
@@ -36,7 +41,7 @@ def main(loop_name: str, n: int) -> None:
                 peer.send(PAYLOAD)
 
     async def run() -> None:
-        transport, _ = await loop.connect_accepted_socket(Echo, ours)
+        transport, _ = await loop.connect_accepted_socket(Ping, ours)
         peer.send(PAYLOAD)
         await done
         transport.close()
@@ -47,4 +52,4 @@ def main(loop_name: str, n: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))

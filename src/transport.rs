@@ -327,10 +327,12 @@ impl StreamCore {
         let data_received = if buffered || protocol.is_none() {
             None
         } else {
-            protocol
-                .getattr(intern!(py, "data_received"))
-                .ok()
-                .map(Bound::unbind)
+            // A failed lookup is left to each read, which then fails as asyncio's does.
+            match protocol.getattr(intern!(py, "data_received")) {
+                Ok(method) => Some(method.unbind()),
+                Err(err) if is_fatal(py, &err) => return Err(err),
+                Err(_) => None,
+            }
         };
         let old = {
             let mut state = self.state();

@@ -134,11 +134,13 @@ impl Callback {
         *self.context.get(py).borrow_mut() = Some(context);
     }
 
-    /// Takes back the context `lend_context` gave (released with a plain decref: the caller
-    /// still holds it).
+    /// Drops the handle's context: the one `lend_context` gave back to the loop (which still
+    /// holds it), or a spent handle's before it is pooled. Released after the borrow ends:
+    /// the last reference to a context may run Python code.
     #[inline]
     pub fn take_back_context(&self, py: Python<'_>) {
-        if let Some(context) = self.context.get(py).borrow_mut().take() {
+        let context = self.context.get(py).borrow_mut().take();
+        if let Some(context) = context {
             context.drop_ref(py);
         }
     }
@@ -344,10 +346,7 @@ impl HandlePool {
         }
         // Released before the handle is pooled: dropping them may run Python code.
         inner.clear(py);
-        let context = inner.context.get(py).borrow_mut().take();
-        if let Some(context) = context {
-            context.drop_ref(py);
-        }
+        inner.take_back_context(py);
         // Checked again: that code may have taken a reference to it, or filled the pool.
         let rejected = {
             let mut pooled = self.0.lock(py);

@@ -44,7 +44,17 @@ def collected(command: List[str]) -> Optional[int]:
     """Instructions the whole process executed; None if it failed (e.g. rloop on a transport
     call it lacks)."""
     out = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            # quanta calibrates its clock once per process by spinning for a while: a count
+            # that follows the machine's speed. Leaving it out makes the count repeat to a few
+            # instructions per operation (the option must come before --collect-atstart).
+            "--toggle-collect=quanta::Clock::new",
+            "--collect-atstart=yes",
+            *command,
+        ],
         capture_output=True,
         text=True,
         env=dict(os.environ, PYTHONHASHSEED="0"),

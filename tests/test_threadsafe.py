@@ -116,6 +116,35 @@ def test_threadsafe_call_wakes_a_loop_idle_after_running_work(loop: Loop) -> Non
     assert woken_after[0] < 0.05
 
 
+def test_every_threadsafe_call_after_the_last_one_ran_wakes_the_idle_loop_again(
+    loop: Loop,
+) -> None:
+    # A call made while a wake-up is still on its way sends none of its own; once that
+    # wake-up has been delivered, the next call must send again, every time.
+    rounds = 50
+    ran = threading.Event()
+    woken = []
+
+    def on_call(round_no: int) -> None:
+        woken.append(round_no)
+        ran.set()
+
+    def producer() -> None:
+        for round_no in range(rounds):
+            ran.clear()
+            loop.call_soon_threadsafe(on_call, round_no)
+            if not ran.wait(5):
+                break
+            time.sleep(0.002)  # the loop goes back to waiting, with nothing to do
+        loop.call_soon_threadsafe(loop.stop)
+
+    thread = threading.Thread(target=producer)
+    thread.start()
+    loop.run_forever()
+    thread.join()
+    assert woken == list(range(rounds))
+
+
 def test_stop_from_another_thread_via_call_soon_threadsafe_ends_run_forever(loop: Loop) -> None:
     loop_started = threading.Event()
     loop.call_soon(loop_started.set)

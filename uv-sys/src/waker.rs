@@ -4,10 +4,14 @@
 //! The handle lives in an `Arc` shared by every clone and by libuv (through `data`); closing
 //! marks it closed under a lock, so a late `wake()` from another thread never touches a handle
 //! libuv has let go of, and the memory is freed after libuv's close callback has run.
+//!
+//! A wake-up already on its way makes `wake()` a single load, without the lock: a burst of
+//! `call_soon_threadsafe` calls pays for the lock and libuv's atomics once, not per call.
 
 use std::cell::UnsafeCell;
 use std::io;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use libuv_sys2 as sys;
@@ -17,6 +21,10 @@ use crate::error::check;
 struct Shared {
     handle: UnsafeCell<MaybeUninit<sys::uv_async_t>>,
     open: RwLock<bool>,
+    /// Set by `wake()` when it sends, cleared when libuv delivers the wake-up: while set, the
+    /// loop is bound to wake, so another `wake()` has nothing to add (libuv's own `pending`
+    /// flag, readable without touching the handle).
+    pending: AtomicBool,
 }
 
 // SAFETY: the handle is only touched by uv_async_send (thread-safe by libuv's contract) under
@@ -30,8 +38,13 @@ pub struct Waker {
     shared: Arc<Shared>,
 }
 
-extern "C" fn on_wake(_handle: *mut sys::uv_async_t) {
-    // Nothing to do: the wake-up only ends the loop's wait.
+extern "C" fn on_wake(handle: *mut sys::uv_async_t) {
+    // The wake-up only ends the loop's wait; from now on a `wake()` must send again. libuv has
+    // already reset its own flag, so no wake-up is lost between the two.
+    // SAFETY: `data` holds the reference `Waker::new` leaked for libuv, released only in
+    // on_close, which libuv runs after its last callback on this handle.
+    let shared = unsafe { &*((*handle).data as *const Shared) };
+    shared.pending.store(false, Ordering::SeqCst);
 }
 
 extern "C" fn on_close(handle: *mut sys::uv_handle_t) {
@@ -48,6 +61,7 @@ impl Waker {
         let shared = Arc::new(Shared {
             handle: UnsafeCell::new(MaybeUninit::uninit()),
             open: RwLock::new(false),
+            pending: AtomicBool::new(false),
         });
         let handle = shared.handle.get().cast::<sys::uv_async_t>();
         // SAFETY: the handle memory is inside the Arc's allocation, which never moves and stays
@@ -65,8 +79,12 @@ impl Waker {
 
     /// Wakes the loop from any thread; a no-op once closed.
     pub fn wake(&self) {
+        // The cheap read libuv's uv_async_send starts with, made before the lock.
+        if self.shared.pending.load(Ordering::Relaxed) {
+            return;
+        }
         let open = self.shared.open.read().unwrap_or_else(|e| e.into_inner());
-        if *open {
+        if *open && !self.shared.pending.swap(true, Ordering::SeqCst) {
             // SAFETY: the handle is initialised and not closed (we hold the read lock).
             unsafe {
                 sys::uv_async_send(self.shared.handle.get().cast());

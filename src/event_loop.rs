@@ -27,8 +27,8 @@ use crate::handles::{
 use crate::io_watchers::{Fired, Watchers, READABLE, WRITABLE};
 use crate::monitoring::watchdog;
 use crate::monitoring::{
-    monotonic_ns, seconds_to_deadline_ns, slow, tick, ticks_to_ns, Aggregates, Histogram, Key,
-    Kind, Probe, Reporter,
+    loop_time_at, monotonic_ns, seconds_to_deadline_ns, slow, tick, ticks_to_ns, Aggregates,
+    Histogram, Key, Kind, Probe, Reporter, StartedAt,
 };
 use crate::timers::TimerQueue;
 
@@ -928,7 +928,8 @@ impl Loop {
             }
             if let Some(monitor) = monitor.as_ref().filter(|_| wall_ns >= report_ns) {
                 let count = this.pending_count(py, batch.len());
-                let started_at = this.loop_time_of(py, start);
+                // Converted to `loop.time()` only if the monitor reads it.
+                let started_at = StartedAt::Tick(start, aggregates.borrow().time_ref);
                 let reported = this.reporter.report(
                     py,
                     monitor,
@@ -1051,13 +1052,7 @@ impl Loop {
 
     /// `loop.time()` at which the tick `at` was read.
     fn loop_time_of(&self, py: Python<'_>, at: u64) -> f64 {
-        let (mono, reference) = self.aggregates.get(py).borrow().time_ref;
-        let ns = if at >= reference {
-            mono + ticks_to_ns(reference, at)
-        } else {
-            mono.saturating_sub(ticks_to_ns(at, reference))
-        };
-        ns as f64 * 1e-9
+        loop_time_at(at, self.aggregates.get(py).borrow().time_ref)
     }
 
     fn report_exception(

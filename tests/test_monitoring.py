@@ -355,6 +355,41 @@ def test_monitor_is_called_for_timers_and_threadsafe_calls(
     assert len(reports.named("from_threadsafe")) == 1
 
 
+def test_a_dispatch_reports_its_kind_and_when_it_started_on_the_loop_clock(
+    monitored: Loop, reports: Reports
+) -> None:
+    def from_timer() -> None:
+        pass
+
+    def from_callback() -> None:
+        pass
+
+    def from_threadsafe() -> None:
+        pass
+
+    before = monitored.time()
+    timer = monitored.call_later(0.005, from_timer)
+    monitored.call_soon(from_callback)
+    monitored.call_soon_threadsafe(from_threadsafe)
+    monitored.call_later(0.02, monitored.stop)
+    monitored.run_forever()
+    after = monitored.time()
+    kinds = {
+        name: reports.named(name)[0].kind
+        for name in ("from_timer", "from_callback", "from_threadsafe")
+    }
+    assert kinds == {
+        "from_timer": "timer",
+        "from_callback": "callback",
+        "from_threadsafe": "threadsafe",
+    }
+    starts = [s.started_at for s in reports]
+    assert starts == sorted(starts)
+    assert before <= starts[0] and starts[-1] <= after
+    # A timer never runs early, and its start is read on the clock its deadline was set on.
+    assert reports.named("from_timer")[0].started_at >= timer.when()
+
+
 def test_set_monitor_callback_none_stops_reports(monitored: Loop, reports: Reports) -> None:
     monitored.call_soon(monitored.stop)
     monitored.run_forever()

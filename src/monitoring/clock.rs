@@ -30,6 +30,18 @@ pub fn monotonic_ns() -> u64 {
     uv_sys::hrtime_ns()
 }
 
+/// `loop.time()`, in seconds, at which the tick `at` was read, given a monotonic-clock reading
+/// and the tick read with it (`time_ref`).
+pub fn loop_time_at(at: u64, time_ref: (u64, u64)) -> f64 {
+    let (mono, reference) = time_ref;
+    let ns = if at >= reference {
+        mono + ticks_to_ns(reference, at)
+    } else {
+        mono.saturating_sub(ticks_to_ns(at, reference))
+    };
+    ns as f64 * 1e-9
+}
+
 /// Converts a `loop.time()` value (seconds) to monotonic nanoseconds, rounding up so that a
 /// timer compared against `monotonic_ns()` never fires before its `when`. NaN and negatives map
 /// to 0.

@@ -16,9 +16,9 @@ pub mod watchdog;
 
 pub use aggregates::Aggregates;
 pub use callee::Key;
-pub use clock::{monotonic_ns, seconds_to_deadline_ns, tick, ticks_to_ns};
+pub use clock::{loop_time_at, monotonic_ns, seconds_to_deadline_ns, tick, ticks_to_ns};
 pub use histogram::{Histogram, SUB_BITS as HISTOGRAM_SUB_BITS};
 pub use metrics::Kind;
 pub use report::Reporter;
-pub use state::IoLoopMonitorState;
+pub use state::{IoLoopMonitorState, StartedAt};
 pub use watchdog::Probe;

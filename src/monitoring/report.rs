@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 
 use super::clock::monotonic_ns;
 use super::metrics::Kind;
-use super::state::IoLoopMonitorState;
+use super::state::{IoLoopMonitorState, StartedAt};
 use crate::context::is_fatal;
 
 const LOG_INTERVAL_NS: u64 = 1_000_000_000;
@@ -32,7 +32,7 @@ impl Reporter {
         wall_ns: u64,
         handles_count: usize,
         lag_ns: u64,
-        started_at: f64,
+        started_at: StartedAt,
     ) -> PyResult<()> {
         let state = IoLoopMonitorState::for_dispatch(
             py,

@@ -1,14 +1,17 @@
 //! `IoLoopMonitorState`: what a monitor callback receives after each dispatch. The original
 //! package's four dataclass fields come first, then `kind`, `task_name` and `started_at`; the
 //! callback's pretty name and task name are only computed when someone reads them, so a monitor
-//! that ignores names pays nothing for them. The figures are Python objects made once, read as
-//! struct members: a monitor reading two of them costs less than two getter calls.
+//! that ignores names pays nothing for them. The original figures are Python objects made once,
+//! read as struct members: a monitor reading two of them costs less than two getter calls.
+//! `kind` and `started_at`, which few monitors read, are kept as plain values and made into
+//! Python objects only when read, so a monitor that ignores them does not pay for two objects.
 
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyFloat, PyInt, PyString, PyTuple};
 use pyo3::{intern, IntoPyObjectExt, PyTraverseError, PyVisit};
 
+use super::clock::loop_time_at;
 use super::metrics::Kind;
 
 // No `freelist`: PyO3's free list hands out reused objects without tracking them again, and
@@ -24,16 +27,34 @@ pub struct IoLoopMonitorState {
     /// Seconds between the moment the callback could have run and the moment it started.
     #[pyo3(get)]
     loop_lag: Py<PyFloat>,
-    /// What made the callback runnable: "callback", "timer", "io", "threadsafe" or "signal".
-    #[pyo3(get)]
-    kind: Py<PyString>,
-    /// When the callback started, on the `loop.time()` clock.
-    #[pyo3(get)]
-    started_at: Py<PyFloat>,
+    kind: StateKind,
+    started_at: StartedAt,
     /// The callback that ran, until its names have been computed.
     callback: Option<Py<PyAny>>,
     name: GILOnceCell<Py<PyString>>,
     task_name: GILOnceCell<Py<PyAny>>,
+}
+
+/// A dispatch's kind, named only when read; or the name a state made in Python was given.
+enum StateKind {
+    Dispatch(Kind),
+    Named(Py<PyString>),
+}
+
+/// When the callback started: a dispatch's tick (with the clock reference that turns it into
+/// `loop.time()`, converted only when read), or the seconds a state made in Python was given.
+pub enum StartedAt {
+    Tick(u64, (u64, u64)),
+    Seconds(f64),
+}
+
+impl StartedAt {
+    fn seconds(&self) -> f64 {
+        match *self {
+            StartedAt::Tick(at, time_ref) => loop_time_at(at, time_ref),
+            StartedAt::Seconds(seconds) => seconds,
+        }
+    }
 }
 
 static PRETTY_NAME: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
@@ -80,14 +101,14 @@ impl IoLoopMonitorState {
         wall_time: f64,
         handles_count: usize,
         lag: f64,
-        started_at: f64,
+        started_at: StartedAt,
     ) -> Self {
         IoLoopMonitorState {
             callback_wall_time: PyFloat::new(py, wall_time).unbind(),
             loop_handles_count: count(py, handles_count),
             loop_lag: PyFloat::new(py, lag).unbind(),
-            kind: kind_name(py, kind),
-            started_at: PyFloat::new(py, started_at).unbind(),
+            kind: StateKind::Dispatch(kind),
+            started_at,
             callback: Some(callback),
             name: GILOnceCell::new(),
             task_name: GILOnceCell::new(),
@@ -153,8 +174,10 @@ impl IoLoopMonitorState {
             callback_wall_time: PyFloat::new(py, callback_wall_time).unbind(),
             loop_handles_count: count(py, loop_handles_count),
             loop_lag: PyFloat::new(py, loop_lag).unbind(),
-            kind: kind.map_or_else(|| kind_name(py, Kind::Callback), Bound::unbind),
-            started_at: PyFloat::new(py, started_at).unbind(),
+            kind: kind.map_or(StateKind::Dispatch(Kind::Callback), |k| {
+                StateKind::Named(k.unbind())
+            }),
+            started_at: StartedAt::Seconds(started_at),
             callback: None,
             name,
             task_name: task,
@@ -171,6 +194,21 @@ impl IoLoopMonitorState {
     #[getter]
     fn callback_pretty_name(&self, py: Python<'_>) -> PyResult<Py<PyString>> {
         self.pretty_name(py).map(|n| n.clone_ref(py))
+    }
+
+    /// What made the callback runnable: "callback", "timer", "io", "threadsafe" or "signal".
+    #[getter]
+    fn kind(&self, py: Python<'_>) -> Py<PyString> {
+        match &self.kind {
+            StateKind::Dispatch(kind) => kind_name(py, *kind),
+            StateKind::Named(name) => name.clone_ref(py),
+        }
+    }
+
+    /// When the callback started, on the `loop.time()` clock.
+    #[getter]
+    fn started_at(&self) -> f64 {
+        self.started_at.seconds()
     }
 
     /// The name of the task a task step belongs to, else None.
@@ -204,9 +242,9 @@ impl IoLoopMonitorState {
             name,
             self.loop_handles_count.bind(py).repr()?,
             self.loop_lag.bind(py).repr()?,
-            self.kind.bind(py).repr()?,
+            self.kind(py).bind(py).repr()?,
             self.task_name_of(py)?.bind(py).repr()?,
-            self.started_at.bind(py).repr()?,
+            PyFloat::new(py, self.started_at.seconds()).repr()?,
         ))
     }
 
@@ -223,8 +261,12 @@ impl IoLoopMonitorState {
                 .as_any()
                 .eq(other.loop_handles_count.bind(py))?
             && self.loop_lag.bind(py).value() == other.loop_lag.bind(py).value()
-            && self.started_at.bind(py).value() == other.started_at.bind(py).value()
-            && self.kind.bind(py).as_any().eq(other.kind.bind(py))?
+            && self.started_at.seconds() == other.started_at.seconds()
+            && self
+                .kind(py)
+                .bind(py)
+                .as_any()
+                .eq(other.kind(py).bind(py))?
             && self
                 .task_name_of(py)?
                 .bind(py)

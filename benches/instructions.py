@@ -33,7 +33,8 @@ SCENARIOS: Dict[str, Tuple[List[str], int]] = {
     "protocol_read": ([str(HERE / "scenarios" / "protocol.py"), "read", "{loop}"], 10000),
     "protocol_echo": ([str(HERE / "scenarios" / "protocol.py"), "echo", "{loop}"], 10000),
     "streams_echo": ([str(HERE / "scenarios" / "streams_echo.py"), "{loop}"], 3000),
-    "uvicorn_hello": ([str(HERE / "scenarios" / "uvicorn_hello.py"), "{loop}"], 1000),
+    "uvicorn_hello": ([str(HERE / "scenarios" / "uvicorn_app.py"), "hello", "{loop}"], 1000),
+    "fastapi_json": ([str(HERE / "scenarios" / "uvicorn_app.py"), "fastapi", "{loop}"], 1000),
 }
 
 # The worker runs a tenth of N as a warm-up before its N: 1.1 N operations in all.

@@ -32,10 +32,13 @@ def scenarios() -> List[str]:
 
 @pytest.mark.parametrize("scenario", scenarios())
 def test_a_scenario_completes_on_the_native_loop(scenario: str) -> None:
-    if scenario == "uvicorn_hello" and not all(
-        importlib.util.find_spec(name) for name in ("uvicorn", "httptools")
-    ):
-        pytest.skip("uvicorn or httptools is not installed")
+    needs = {
+        "uvicorn_hello": ("uvicorn", "httptools"),
+        "fastapi_json": ("uvicorn", "httptools", "fastapi"),
+    }
+    missing = [name for name in needs.get(scenario, ()) if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)}")
     template, _ = runner().SCENARIOS[scenario]
     done = subprocess.run(
         [sys.executable, *(part.format(loop="native") for part in template), "50"],

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from monitored_ioloop.bench.loops import LOOPS
+from pair import run_over_socketpair
 
 PAYLOAD = b"x" * 100
 
@@ -40,15 +41,7 @@ def main(mode: str, loop_name: str, n: int) -> None:
             else:
                 peer.send(PAYLOAD)
 
-    async def run() -> None:
-        transport, _ = await loop.connect_accepted_socket(Ping, ours)
-        peer.send(PAYLOAD)
-        await done
-        transport.close()
-
-    loop.run_until_complete(run())
-    loop.close()
-    peer.close()
+    run_over_socketpair(loop, Ping, ours, peer, PAYLOAD, done)
 
 
 if __name__ == "__main__":

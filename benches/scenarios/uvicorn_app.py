@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, Tuple
 
 from monitored_ioloop.bench.loops import LOOPS
 from monitored_ioloop.bench.net import _hello_app, _json_app
+from pair import run_over_socketpair
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
@@ -55,17 +56,7 @@ def main(app_name: str, loop_name: str, n: int) -> None:
     def protocol() -> HttpToolsProtocol:
         return HttpToolsProtocol(config=config, server_state=state, app_state={})
 
-    async def run() -> None:
-        transport, _ = await loop.connect_accepted_socket(protocol, ours)
-        loop.add_reader(peer.fileno(), on_response)
-        peer.send(REQUEST)
-        await done
-        loop.remove_reader(peer.fileno())
-        transport.close()
-
-    loop.run_until_complete(run())
-    loop.close()
-    peer.close()
+    run_over_socketpair(loop, protocol, ours, peer, REQUEST, done, on_response)
 
 
 if __name__ == "__main__":

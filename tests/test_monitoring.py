@@ -338,15 +338,21 @@ def test_monitor_is_called_when_the_callback_raised(any_monitored: Any, reports:
     assert state.callback_wall_time >= 0.01
 
 
+def from_timer() -> None:
+    pass
+
+
+def from_callback() -> None:
+    pass
+
+
+def from_threadsafe() -> None:
+    pass
+
+
 def test_monitor_is_called_for_timers_and_threadsafe_calls(
     any_monitored: Any, reports: Reports
 ) -> None:
-    def from_timer() -> None:
-        pass
-
-    def from_threadsafe() -> None:
-        pass
-
     any_monitored.call_later(0.001, from_timer)
     any_monitored.call_soon_threadsafe(from_threadsafe)
     any_monitored.call_later(0.01, any_monitored.stop)
@@ -358,15 +364,6 @@ def test_monitor_is_called_for_timers_and_threadsafe_calls(
 def test_a_dispatch_reports_its_kind_and_when_it_started_on_the_loop_clock(
     monitored: Loop, reports: Reports
 ) -> None:
-    def from_timer() -> None:
-        pass
-
-    def from_callback() -> None:
-        pass
-
-    def from_threadsafe() -> None:
-        pass
-
     before = monitored.time()
     timer = monitored.call_later(0.005, from_timer)
     monitored.call_soon(from_callback)

@@ -15,7 +15,7 @@ def run_over_socketpair(
     ours: socket.socket,
     peer: socket.socket,
     first_message: bytes,
-    done: "asyncio.Future[Any]",
+    done: asyncio.Future[Any],
     on_peer_readable: Optional[Callable[[], None]] = None,
 ) -> None:
     """Runs `loop` until `done`: the transport on `ours` with `protocol_factory`'s protocol,

@@ -82,7 +82,7 @@ fn count(py: Python<'_>, n: usize) -> Py<PyInt> {
     }
 }
 
-pub fn kind_name(py: Python<'_>, kind: Kind) -> Py<PyString> {
+fn kind_name(py: Python<'_>, kind: Kind) -> Py<PyString> {
     let name = match kind {
         Kind::Callback => intern!(py, "callback"),
         Kind::Timer => intern!(py, "timer"),

@@ -680,6 +680,25 @@ impl Loop {
         Self::schedule_at(slf, when, callback, args, context, "call_at")
     }
 
+    /// The loop's clock: seconds of the monotonic clock, as `time.monotonic()`
+    /// (`fastcall::time`).
+    pub(crate) fn time(&self) -> f64 {
+        monotonic_ns() as f64 * 1e-9
+    }
+
+    /// asyncio's `create_future`, without a Python frame (`fastcall::create_future`).
+    pub(crate) fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let future = ASYNCIO_FUTURE.get_or_try_init(py, || asyncio_attr(py, "Future"))?;
+        let names = loop_keyword(py).bind(py);
+        Ok(context::call_with_keywords(future.bind(py), &[], names, &[slf.as_any()])?.unbind())
+    }
+
+    /// `get_debug()` (`fastcall::get_debug`): asked by every Future and Task asyncio makes.
+    pub(crate) fn get_debug(&self) -> bool {
+        self.debug.load(Relaxed)
+    }
+
     /// Moves expired timers to the ready queue and takes the batch this iteration runs.
     fn take_batch(&self, py: Python<'_>) -> VecDeque<Ready> {
         let mut dropped = Vec::new();
@@ -1256,19 +1275,6 @@ impl Loop {
         Ok(())
     }
 
-    /// The loop's clock: seconds of the monotonic clock, as `time.monotonic()`.
-    fn time(&self) -> f64 {
-        monotonic_ns() as f64 * 1e-9
-    }
-
-    /// asyncio's `create_future`, without a Python frame.
-    pub(crate) fn create_future(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
-        let future = ASYNCIO_FUTURE.get_or_try_init(py, || asyncio_attr(py, "Future"))?;
-        let names = loop_keyword(py).bind(py);
-        Ok(context::call_with_keywords(future.bind(py), &[], names, &[slf.as_any()])?.unbind())
-    }
-
     /// asyncio's `create_task`: the common case (no task factory, not in debug mode) builds the
     /// Task here; anything else goes to asyncio's own implementation.
     #[pyo3(signature = (coro, *, name=None, context=None))]
@@ -1348,10 +1354,6 @@ impl Loop {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Relaxed)
-    }
-
-    fn get_debug(&self) -> bool {
-        self.debug.load(Relaxed)
     }
 
     fn _set_debug_native(&self, enabled: bool) {

@@ -1,11 +1,14 @@
 //! The scheduling methods (`call_soon`, `call_soon_threadsafe`, `call_later`, `call_at`) as
-//! hand-written METH_FASTCALL | METH_KEYWORDS methods, put on the class when the module loads.
-//! They run for every callback, timer and task wake-up (the C Future and Task pass `context=`),
-//! and PyO3's generic argument handling (keyword names decoded and compared as UTF-8, a
-//! type-object lookup to check `self`) cost more than the scheduling itself. Each goes through
-//! PyO3's own call trampoline (GIL bookkeeping, panics) and ends in the `Loop` method it
-//! stands for; the arguments are asyncio's: `(leading..., callback, *args, context=None)`,
-//! the leading ones and `callback` also by keyword.
+//! hand-written METH_FASTCALL | METH_KEYWORDS methods, and the argument-less methods every
+//! Future and Task calls (`create_future`, `get_debug`, `time`) as METH_NOARGS ones, put on
+//! the class when the module loads. They run for every callback, timer, future and task
+//! wake-up (the C Future and Task pass `context=`), and PyO3's generic handling (keyword names
+//! decoded and compared as UTF-8, a type-object lookup and a subclass walk to check `self`,
+//! which CPython's method descriptor has already checked) cost more than the work itself.
+//! Each goes through PyO3's own call trampoline (GIL bookkeeping, panics) and ends in the
+//! `Loop` method it stands for; the scheduling arguments are asyncio's:
+//! `(leading..., callback, *args, context=None)`, the leading ones and `callback` also by
+//! keyword.
 
 use std::ffi::CStr;
 
@@ -14,6 +17,7 @@ use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::{PyString, PyTuple, PyType};
+use pyo3::IntoPyObjectExt;
 
 use crate::event_loop::Loop;
 
@@ -184,6 +188,35 @@ method!(
     |slf, rest, context| { Loop::call_at_impl(slf, &when, callback, rest, context) }
 );
 
+/// A METH_NOARGS method's C entry point, `$call` computing its result from `slf`.
+macro_rules! noargs {
+    ($entry:ident, |$slf:ident| $call:expr) => {
+        unsafe extern "C" fn $entry(
+            slf: *mut ffi::PyObject,
+            args: *mut ffi::PyObject,
+        ) -> *mut ffi::PyObject {
+            /// # Safety
+            /// As CPython calls the method: see `loop_of`.
+            unsafe fn body(
+                py: Python<'_>,
+                slf: *mut ffi::PyObject,
+            ) -> PyResult<*mut ffi::PyObject> {
+                // SAFETY: the function's contract.
+                let $slf = unsafe { loop_of(py, slf) };
+                Ok($call.into_bound_py_any(py)?.into_ptr())
+            }
+            // SAFETY: CPython calls this with the GIL held, `self` and a NULL `args`; PyO3's
+            // trampoline keeps its GIL count, turns an error into a raised exception and a
+            // panic into PanicException.
+            unsafe { pyo3::impl_::trampoline::noargs(slf, args, body) }
+        }
+    };
+}
+
+noargs!(create_future_entry, |slf| Loop::create_future(&slf)?);
+noargs!(get_debug_entry, |slf| slf.get().get_debug());
+noargs!(time_entry, |slf| slf.get().time());
+
 type Entry = unsafe extern "C" fn(
     *mut ffi::PyObject,
     *const *mut ffi::PyObject,
@@ -191,39 +224,71 @@ type Entry = unsafe extern "C" fn(
     *mut ffi::PyObject,
 ) -> *mut ffi::PyObject;
 
-const METHODS: [(&CStr, Entry, &CStr); 4] = [
+/// How CPython calls a method: with keywords (the scheduling ones) or without arguments.
+#[derive(Clone, Copy)]
+enum Kind {
+    Keywords(Entry),
+    NoArgs(ffi::PyCFunction),
+}
+
+const METHODS: [(&CStr, Kind, &CStr); 7] = [
     (
         c"call_soon",
-        call_soon_entry,
+        Kind::Keywords(call_soon_entry),
         c"call_soon(callback, *args, context=None)\n--\n\nArranges for callback(*args) to be called soon, in context (default: a copy of the current one); returns its Handle.",
     ),
     (
         c"call_soon_threadsafe",
-        call_soon_threadsafe_entry,
+        Kind::Keywords(call_soon_threadsafe_entry),
         c"call_soon_threadsafe(callback, *args, context=None)\n--\n\nLike call_soon(), from any thread: wakes the loop.",
     ),
     (
         c"call_later",
-        call_later_entry,
+        Kind::Keywords(call_later_entry),
         c"call_later(delay, callback, *args, context=None)\n--\n\nArranges for callback(*args) to be called in delay seconds; returns its TimerHandle.",
     ),
     (
         c"call_at",
-        call_at_entry,
+        Kind::Keywords(call_at_entry),
         c"call_at(when, callback, *args, context=None)\n--\n\nArranges for callback(*args) to be called at loop time when; returns its TimerHandle.",
+    ),
+    (
+        c"create_future",
+        Kind::NoArgs(create_future_entry),
+        c"create_future($self, /)\n--\n\nA new asyncio.Future attached to the loop.",
+    ),
+    (
+        c"get_debug",
+        Kind::NoArgs(get_debug_entry),
+        c"get_debug($self, /)\n--\n\nWhether the loop is in debug mode.",
+    ),
+    (
+        c"time",
+        Kind::NoArgs(time_entry),
+        c"time($self, /)\n--\n\nThe loop's clock, in seconds: the monotonic clock, as time.monotonic().",
     ),
 ];
 
 /// Puts the hand-written methods on the class.
 pub fn install(py: Python<'_>, class: &Bound<'_, PyType>) -> PyResult<()> {
-    for (name, entry, doc) in METHODS {
+    for (name, kind, doc) in METHODS {
+        let (ml_meth, ml_flags) = match kind {
+            Kind::Keywords(entry) => (
+                ffi::PyMethodDefPointer {
+                    PyCFunctionFastWithKeywords: entry,
+                },
+                ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+            ),
+            Kind::NoArgs(entry) => (
+                ffi::PyMethodDefPointer { PyCFunction: entry },
+                ffi::METH_NOARGS,
+            ),
+        };
         // Lives as long as the process: the method descriptor points at it.
         let def: &'static mut ffi::PyMethodDef = Box::leak(Box::new(ffi::PyMethodDef {
             ml_name: name.as_ptr(),
-            ml_meth: ffi::PyMethodDefPointer {
-                PyCFunctionFastWithKeywords: entry,
-            },
-            ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+            ml_meth,
+            ml_flags,
             ml_doc: doc.as_ptr(),
         }));
         // SAFETY: `class` is a live type object and `def` outlives it (leaked above);

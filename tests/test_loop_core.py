@@ -887,6 +887,20 @@ def test_task_factory_is_used_by_create_task(loop: Loop) -> None:
     assert loop.run_until_complete(task) == "done"
 
 
+def test_methods_without_arguments_take_none(loop: Loop) -> None:
+    # time, get_debug and create_future are METH_NOARGS methods put on the class by hand.
+    before = time.monotonic()
+    assert before <= loop.time() <= time.monotonic()
+    assert loop.get_debug() is False
+    future = loop.create_future()
+    assert isinstance(future, asyncio.Future) and future.get_loop() is loop
+    for name in ("time", "get_debug", "create_future"):
+        with pytest.raises(TypeError, match="takes no arguments"):
+            getattr(loop, name)(1)
+        with pytest.raises(TypeError, match="doesn't apply"):
+            getattr(Loop, name)(object())
+
+
 def test_set_debug_changes_get_debug(loop: Loop) -> None:
     loop.set_debug(True)
     assert loop.get_debug() is True

@@ -105,6 +105,8 @@ pub struct Loop {
     stopping: AtomicBool,
     closed: AtomicBool,
     debug: AtomicBool,
+    /// A task factory is set (`create_task` then goes through asyncio's implementation).
+    has_task_factory: AtomicBool,
     monitor: GilCell<Option<Py<PyAny>>>,
     has_monitor: AtomicBool,
     reporter: Reporter,
@@ -1140,6 +1142,7 @@ impl Loop {
             stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             debug: AtomicBool::new(false),
+            has_task_factory: AtomicBool::new(false),
             monitor: GilCell::new(None),
             has_monitor: AtomicBool::new(false),
             reporter: Reporter::default(),
@@ -1276,7 +1279,9 @@ impl Loop {
     }
 
     /// asyncio's `create_task`: the common case (no task factory, not in debug mode) builds the
-    /// Task here; anything else goes to asyncio's own implementation.
+    /// Task here; anything else goes to asyncio's own implementation. Whether a factory is set
+    /// is a native flag the Python side keeps (`_task_factory`'s setter): reading the attribute
+    /// would cost more than the rest of this path.
     #[pyo3(signature = (coro, *, name=None, context=None))]
     fn create_task(
         slf: &Bound<'_, Self>,
@@ -1289,7 +1294,7 @@ impl Loop {
         this.check_closed()?;
         let takes_context = *TASK_TAKES_CONTEXT.get_or_init(py, || py.version_info() >= (3, 11));
         let simple = !this.debug.load(Relaxed)
-            && slf.getattr(intern!(py, "_task_factory"))?.is_none()
+            && !this.has_task_factory.load(Relaxed)
             && (context.is_none() || takes_context);
         if simple {
             let task = ASYNCIO_TASK.get_or_try_init(py, || asyncio_attr(py, "Task"))?;
@@ -1358,6 +1363,10 @@ impl Loop {
 
     fn _set_debug_native(&self, enabled: bool) {
         self.debug.store(enabled, Relaxed);
+    }
+
+    fn _set_task_factory_native(&self, set: bool) {
+        self.has_task_factory.store(set, Relaxed);
     }
 
     fn _check_closed(&self) -> PyResult<()> {

@@ -885,6 +885,19 @@ def test_task_factory_is_used_by_create_task(loop: Loop) -> None:
     task = loop.create_task(work())
     assert created == [task]
     assert loop.run_until_complete(task) == "done"
+    # Unset, create_task makes the Task itself again; set again, the factory is back.
+    loop.set_task_factory(None)
+    assert loop.get_task_factory() is None
+    plain = loop.create_task(work())
+    assert created == [task] and type(plain) is asyncio.Task
+    assert loop.run_until_complete(plain) == "done"
+    loop.set_task_factory(factory)
+    again = loop.create_task(work())
+    assert created == [task, again]
+    assert loop.run_until_complete(again) == "done"
+    with pytest.raises(TypeError):
+        loop.set_task_factory(1)  # type: ignore[arg-type]
+    assert loop.get_task_factory() is factory
 
 
 def test_methods_without_arguments_take_none(loop: Loop) -> None:

@@ -171,7 +171,7 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         "_csock", "_current_handle", "_debug", "_default_executor", "_exception_handler",
         "_executor_shutdown_called", "_held_sockets", "_internal_fds", "_old_agen_hooks",
         "_ready", "_scheduled", "_selector", "_signal_handlers", "_ssock", "_stopping",
-        "_subprocess_contexts", "_task_factory", "_thread_id", "_timer_cancelled_count",
+        "_subprocess_contexts", "_task_factory_value", "_thread_id", "_timer_cancelled_count",
         "_transports", "_unix_server_sockets", "_unix_socket_files", "_wakeup", "_watchdog",
         "slow_callback_duration",
     )
@@ -655,6 +655,19 @@ class Loop(_native.Loop, asyncio.SelectorEventLoop):  # type: ignore[misc]
         async def sock_sendto(self, sock: socket.socket, data: Any, address: Any) -> int:
             with self._holding(sock):
                 return await self._sock_io(sock, True, lambda: sock.sendto(data, address))  # type: ignore[no-any-return]
+
+    # -- tasks --------------------------------------------------------------------------------
+
+    # asyncio's set_task_factory and __init__ assign `_task_factory`; the native create_task
+    # reads a flag kept with it instead of looking the attribute up on every task.
+    @property
+    def _task_factory(self) -> Any:
+        return self._task_factory_value
+
+    @_task_factory.setter
+    def _task_factory(self, factory: Any) -> None:
+        self._task_factory_value = factory
+        self._set_task_factory_native(factory is not None)
 
     # -- debug --------------------------------------------------------------------------------
 

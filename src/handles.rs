@@ -20,7 +20,7 @@
 //! queues (fired, or a cancelled one dropped) while anything else still holds it, and all of
 //! them are when the loop stops, so an unclosed loop whose tasks sleep is still collected.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -73,10 +73,12 @@ impl Parts {
 
 /// What a handle runs: `callback(*args)` inside `context`.
 ///
-/// `parts` is only ever borrowed to copy, take or put back the references (no Python code runs
-/// while it is borrowed).
+/// `parts` is a `Cell`, not a `RefCell`: it is only ever taken out, copied or put back, with no
+/// Python code in between, so it needs no borrow flag, and the handle object fits CPython's
+/// 80-byte allocation class instead of the 96-byte one (a batch of callbacks touches less
+/// memory).
 pub struct Callback {
-    parts: GILProtected<RefCell<Option<Parts>>>,
+    parts: GILProtected<Cell<Option<Parts>>>,
     /// Unset: the handle runs in its loop's reusable empty context (`context::EmptyContext`),
     /// until it needs one of its own (`get_context`, or a variable its callback set).
     context: GILProtected<RefCell<Option<Py<PyAny>>>>,
@@ -95,7 +97,7 @@ impl Callback {
         counts: Arc<CancelCounts>,
     ) -> Self {
         Callback {
-            parts: GILProtected::new(RefCell::new(Some(Parts { callback, args }))),
+            parts: GILProtected::new(Cell::new(Some(Parts { callback, args }))),
             context: GILProtected::new(RefCell::new(context)),
             source_traceback: None,
             cancelled: AtomicBool::new(false),
@@ -159,11 +161,11 @@ impl Callback {
     /// New references to the callable and its arguments (None once run, cancelled or closed).
     #[inline]
     pub fn parts(&self, py: Python<'_>) -> Option<Parts> {
-        self.parts
-            .get(py)
-            .borrow()
-            .as_ref()
-            .map(|p| p.clone_ref(py))
+        let cell = self.parts.get(py);
+        let parts = cell.take();
+        let copy = parts.as_ref().map(|p| p.clone_ref(py));
+        cell.set(parts);
+        copy
     }
 
     /// Makes a spent handle's callback a new one (`HandlePool`): as `new`, on an object
@@ -175,14 +177,20 @@ impl Callback {
         args: Py<PyTuple>,
         context: Option<Py<PyAny>>,
     ) {
-        *self.parts.get(py).borrow_mut() = Some(Parts { callback, args });
+        // A spent handle's parts are already gone: nothing to release.
+        let stale = self.parts.get(py).replace(Some(Parts { callback, args }));
+        debug_assert!(
+            stale.is_none(),
+            "renewing a handle that still has its callback"
+        );
+        drop(stale);
         *self.context.get(py).borrow_mut() = context;
         self.cancelled.store(false, Relaxed);
     }
 
     /// Drops the callable and its arguments (cancelled, run once, or its loop closed).
     pub fn clear(&self, py: Python<'_>) {
-        let cleared = self.parts.get(py).borrow_mut().take();
+        let cleared = self.parts.get(py).take();
         // Released after the borrow (dropping the last reference may run Python code), with a
         // plain decref.
         if let Some(Parts { callback, args }) = cleared {
@@ -201,12 +209,17 @@ impl Callback {
         if refs != 1 {
             return Ok(());
         }
-        if let Ok(parts) = self.parts.traverse(visit.clone()).try_borrow() {
-            if let Some(parts) = parts.as_ref() {
-                visit.call(&parts.callback)?;
-                visit.call(&parts.args)?;
-            }
-        }
+        // Taken out and put back: visiting runs no Python code.
+        let cell = self.parts.traverse(visit.clone());
+        let parts = cell.take();
+        let visited = match parts.as_ref() {
+            Some(parts) => visit
+                .call(&parts.callback)
+                .and_then(|()| visit.call(&parts.args)),
+            None => Ok(()),
+        };
+        cell.set(parts);
+        visited?;
         visit.call(&self.source_traceback)?;
         if let Ok(context) = self.context.traverse(visit.clone()).try_borrow() {
             visit.call(context.as_ref())?;

@@ -124,8 +124,8 @@ impl EmptyContext {
         callback: &Bound<'_, PyAny>,
         args: &Bound<'_, PyTuple>,
     ) -> PyResult<()> {
-        if let Some(own) = handle.own_context(py).as_ref() {
-            return call_in_context(py, own.bind(py), callback, args);
+        if let Some(own) = handle.own_context(py) {
+            return call_in_context(py, &own, callback, args);
         }
         let ctx = match self.0.get(py).take() {
             Some(ctx) => ctx.into_bound(py),

@@ -25,6 +25,7 @@ use crate::handles::{
     TimerHandle,
 };
 use crate::io_watchers::{Fired, Watchers, READABLE, WRITABLE};
+use crate::loop_slots::{LoopSlot, Registered};
 use crate::monitoring::watchdog;
 use crate::monitoring::{
     loop_time_at, monotonic_ns, seconds_to_deadline_ns, slow, tick, ticks_to_ns, Aggregates,
@@ -101,6 +102,8 @@ pub struct Loop {
     uv: GilCell<Option<Box<Uv>>>,
     waker: uv_sys::Waker,
     counts: Arc<CancelCounts>,
+    /// Its place in the table its handles count their cancellations through.
+    slot: Registered,
     running: AtomicBool,
     stopping: AtomicBool,
     closed: AtomicBool,
@@ -397,7 +400,7 @@ impl Loop {
             callback.unbind(),
             args.unbind(),
             context::resolve_for_handle(py, context)?,
-            self.counts.clone(),
+            self.slot.0,
         );
         if self.debug.load(Relaxed) {
             inner.source_traceback = source_traceback(py);
@@ -756,7 +759,7 @@ impl Loop {
         } else {
             let context = context::resolve_for_handle(py, context)?;
             this.handles
-                .take(py, callback.unbind(), args.unbind(), context, &this.counts)?
+                .take(py, callback.unbind(), args.unbind(), context, this.slot.0)?
         };
         // From a callback, it can first run when that callback ends: the dispatch stamps it
         // then. Other threads (call_soon_threadsafe) and signals read the clock now.
@@ -1124,7 +1127,13 @@ impl Loop {
 impl Loop {
     #[new]
     #[pyo3(signature = (*_args, **_kwargs))]
-    fn new(_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        _args: &Bound<'_, PyTuple>,
+        _kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let counts = Arc::new(CancelCounts::default());
+        let slot = Registered(LoopSlot::register(py, &counts));
         let event_loop = uv_sys::Loop::new().map_err(os_error)?;
         let waker = event_loop.waker();
         // The first read calibrates the tick clock: pay it here, not inside a timed dispatch.
@@ -1137,7 +1146,8 @@ impl Loop {
                 fired: Fired::default(),
             }))),
             waker,
-            counts: Arc::new(CancelCounts::default()),
+            counts,
+            slot,
             running: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             closed: AtomicBool::new(false),

@@ -20,9 +20,8 @@
 //! queues (fired, or a cancelled one dropped) while anything else still holds it, and all of
 //! them are when the loop stops, so an unclosed loop whose tasks sleep is still collected.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
 
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -31,6 +30,7 @@ use pyo3::types::PyTuple;
 use pyo3::{PyTraverseError, PyVisit};
 
 use crate::gil_cell::GilCell;
+use crate::loop_slots::LoopSlot;
 
 /// Counts of cancelled handles still sitting in the loop's queues.
 #[derive(Default)]
@@ -73,20 +73,22 @@ impl Parts {
 
 /// What a handle runs: `callback(*args)` inside `context`.
 ///
-/// `parts` is a `Cell`, not a `RefCell`: it is only ever taken out, copied or put back, with no
-/// Python code in between, so it needs no borrow flag, and the handle object fits CPython's
-/// 80-byte allocation class instead of the 96-byte one (a batch of callbacks touches less
-/// memory).
+/// Laid out small: the `Cell`s (not `RefCell`s) are only ever taken out, copied or put back,
+/// with no Python code in between, so they need no borrow flag, and the loop's slot
+/// (`LoopSlot`, 6 bytes) shares a word with the two flags. A `Handle` is then 64 bytes and a
+/// `TimerHandle` 88, CPython's 64- and 96-byte allocation classes (they were 88 and 104, in
+/// the 96- and 112-byte ones): a batch of callbacks touches less memory.
 pub struct Callback {
     parts: GILProtected<Cell<Option<Parts>>>,
     /// Unset: the handle runs in its loop's reusable empty context (`context::EmptyContext`),
     /// until it needs one of its own (`get_context`, or a variable its callback set).
-    context: GILProtected<RefCell<Option<Py<PyAny>>>>,
+    context: GILProtected<Cell<Option<Py<PyAny>>>>,
     /// Debug mode only: where the handle was created (asyncio's `_source_traceback`).
     pub source_traceback: Option<Py<PyAny>>,
     cancelled: AtomicBool,
     queued: AtomicBool,
-    counts: Arc<CancelCounts>,
+    /// Where a cancellation while queued is counted (its loop's `CancelCounts`).
+    slot: LoopSlot,
 }
 
 impl Callback {
@@ -94,15 +96,15 @@ impl Callback {
         callback: Py<PyAny>,
         args: Py<PyTuple>,
         context: Option<Py<PyAny>>,
-        counts: Arc<CancelCounts>,
+        slot: LoopSlot,
     ) -> Self {
         Callback {
             parts: GILProtected::new(Cell::new(Some(Parts { callback, args }))),
-            context: GILProtected::new(RefCell::new(context)),
+            context: GILProtected::new(Cell::new(context)),
             source_traceback: None,
             cancelled: AtomicBool::new(false),
             queued: AtomicBool::new(false),
-            counts,
+            slot,
         }
     }
 
@@ -121,28 +123,31 @@ impl Callback {
         self.queued.store(queued, Relaxed);
     }
 
-    /// The handle's own context (see `context`), borrowed: it may stay borrowed while its
-    /// callback runs, since only a handle without one has its context set (`lend_context`,
-    /// `context`).
+    /// A new reference to the handle's own context (see `context`), if it has one.
     #[inline]
-    pub fn own_context<'a>(&'a self, py: Python<'a>) -> std::cell::Ref<'a, Option<Py<PyAny>>> {
-        self.context.get(py).borrow()
+    pub fn own_context<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
+        let cell = self.context.get(py);
+        let own = cell.take();
+        let copy = own.as_ref().map(|context| context.bind(py).clone());
+        cell.set(own);
+        copy
     }
 
     /// Gives a handle without a context of its own the loop's empty one it is about to run
     /// in: it keeps it unless `take_back_context` follows.
     #[inline]
     pub fn lend_context(&self, py: Python<'_>, context: Py<PyAny>) {
-        *self.context.get(py).borrow_mut() = Some(context);
+        let had = self.context.get(py).replace(Some(context));
+        debug_assert!(had.is_none(), "lending a context to a handle that has one");
+        drop(had);
     }
 
     /// Drops the handle's context: the one `lend_context` gave back to the loop (which still
-    /// holds it), or a spent handle's before it is pooled. Released after the borrow ends:
-    /// the last reference to a context may run Python code.
+    /// holds it), or a spent handle's before it is pooled. Released once out of the cell: the
+    /// last reference to a context may run Python code.
     #[inline]
     pub fn take_back_context(&self, py: Python<'_>) {
-        let context = self.context.get(py).borrow_mut().take();
-        if let Some(context) = context {
+        if let Some(context) = self.context.get(py).take() {
             context.drop_ref(py);
         }
     }
@@ -150,11 +155,12 @@ impl Callback {
     /// The context the handle runs in (`get_context()`): its own, made now (empty) if it
     /// had none.
     pub fn context(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        if let Some(own) = self.own_context(py).as_ref() {
-            return Ok(own.clone_ref(py));
+        if let Some(own) = self.own_context(py) {
+            return Ok(own.unbind());
         }
         let made = crate::context::new_empty(py)?;
-        *self.context.get(py).borrow_mut() = Some(made.clone_ref(py));
+        // Had none (just checked, and making one runs no code of the handle's).
+        drop(self.context.get(py).replace(Some(made.clone_ref(py))));
         Ok(made)
     }
 
@@ -184,7 +190,13 @@ impl Callback {
             "renewing a handle that still has its callback"
         );
         drop(stale);
-        *self.context.get(py).borrow_mut() = context;
+        // A pooled handle's context was taken back before it was pooled.
+        let stale = self.context.get(py).replace(context);
+        debug_assert!(
+            stale.is_none(),
+            "renewing a handle that still has a context"
+        );
+        drop(stale);
         self.cancelled.store(false, Relaxed);
     }
 
@@ -221,10 +233,11 @@ impl Callback {
         cell.set(parts);
         visited?;
         visit.call(&self.source_traceback)?;
-        if let Ok(context) = self.context.traverse(visit.clone()).try_borrow() {
-            visit.call(context.as_ref())?;
-        }
-        Ok(())
+        let cell = self.context.traverse(visit.clone());
+        let context = cell.take();
+        let visited = visit.call(context.as_ref());
+        cell.set(context);
+        visited
     }
 
     /// Everything the callback holds, for a tracked handle's own traversal.
@@ -234,7 +247,9 @@ impl Callback {
 
     fn cancel(&self, py: Python<'_>, counter: impl Fn(&CancelCounts) -> &AtomicUsize) {
         if !self.cancelled.swap(true, Relaxed) && self.queued.load(Relaxed) {
-            counter(&self.counts).fetch_add(1, Relaxed);
+            self.slot.with_counts(py, |counts| {
+                counter(counts).fetch_add(1, Relaxed);
+            });
         }
         self.clear(py);
     }
@@ -328,7 +343,7 @@ impl HandlePool {
         callback: Py<PyAny>,
         args: Py<PyTuple>,
         context: Option<Py<PyAny>>,
-        counts: &Arc<CancelCounts>,
+        slot: LoopSlot,
     ) -> PyResult<Py<Handle>> {
         let spare = self.0.lock(py).pop();
         let handle = match spare {
@@ -337,7 +352,7 @@ impl HandlePool {
                 handle
             }
             None => {
-                let inner = Callback::new(callback, args, context, counts.clone());
+                let inner = Callback::new(callback, args, context, slot);
                 Py::new(py, Handle { inner })?
             }
         };

@@ -8,6 +8,7 @@ mod gil_cell;
 mod handles;
 mod io_watchers;
 mod loadgen;
+mod loop_slots;
 mod monitoring;
 mod sock_ops;
 mod timers;

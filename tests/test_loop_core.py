@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
 import sys
 import threading
@@ -340,6 +341,33 @@ def test_handle_cancel_twice_is_harmless(loop: Loop) -> None:
     handle.cancel()
     assert handle.cancelled()
     assert loop.pending_handles_count() == 0
+
+
+def test_handles_cancelled_after_their_loop_is_gone_count_nowhere() -> None:
+    # Handles count their cancellation through their loop's slot in a shared table; a slot
+    # freed by a loop that is gone goes to the next loop made, which must not see the old
+    # loop's handles' cancellations.
+    old = Loop()
+    handle, timer = old.call_soon(noop), old.call_later(10, noop)
+    old.close()
+    del old
+    gc.collect()
+    loops = [Loop() for _ in range(3)]
+    try:
+        for new in loops:
+            new.call_soon(noop)
+            new.call_later(10, noop)
+        handle.cancel()
+        timer.cancel()
+        assert handle.cancelled() and timer.cancelled()
+        assert [new.pending_handles_count() for new in loops] == [2, 2, 2]
+        # Their own cancellations are still counted.
+        loops[0].call_soon(noop).cancel()
+        loops[0].call_later(10, noop).cancel()
+        assert loops[0].pending_handles_count() == 2
+    finally:
+        for new in loops:
+            new.close()
 
 
 def test_timer_handle_when_is_the_scheduled_time(loop: Loop) -> None:

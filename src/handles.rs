@@ -217,30 +217,45 @@ impl Callback {
     /// handle's reference count, is 1). A handle someone else also holds is not looked into:
     /// its references then count as external, which keeps what it holds alive rather than
     /// letting the collector clear objects that are still reachable.
+    #[inline]
     pub fn visit_if_owned(&self, refs: isize, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         if refs != 1 {
             return Ok(());
         }
         // Taken out and put back: visiting runs no Python code.
-        let cell = self.parts.traverse(visit.clone());
-        let parts = cell.take();
-        let visited = match parts.as_ref() {
-            Some(parts) => visit
-                .call(&parts.callback)
-                .and_then(|()| visit.call(&parts.args)),
-            None => Ok(()),
-        };
-        cell.set(parts);
-        visited?;
-        visit.call(&self.source_traceback)?;
-        let cell = self.context.traverse(visit.clone());
-        let context = cell.take();
-        let visited = visit.call(context.as_ref());
-        cell.set(context);
+        let parts_cell = self.parts.traverse(visit.clone());
+        let context_cell = self.context.traverse(visit.clone());
+        let parts = parts_cell.take();
+        let context = context_cell.take();
+        let visited = Self::visit_parts(
+            visit,
+            parts.as_ref(),
+            &self.source_traceback,
+            context.as_ref(),
+        );
+        // Nothing was put in their place meanwhile: the Nones the takes left need no drop.
+        std::mem::forget(parts_cell.replace(parts));
+        std::mem::forget(context_cell.replace(context));
         visited
     }
 
+    #[inline]
+    fn visit_parts(
+        visit: &PyVisit<'_>,
+        parts: Option<&Parts>,
+        source_traceback: &Option<Py<PyAny>>,
+        context: Option<&Py<PyAny>>,
+    ) -> Result<(), PyTraverseError> {
+        if let Some(parts) = parts {
+            visit.call(&parts.callback)?;
+            visit.call(&parts.args)?;
+        }
+        visit.call(source_traceback)?;
+        visit.call(context)
+    }
+
     /// Everything the callback holds, for a tracked handle's own traversal.
+    #[inline]
     pub fn visit_all(&self, visit: &PyVisit<'_>) -> Result<(), PyTraverseError> {
         self.visit_if_owned(1, visit)
     }

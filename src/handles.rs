@@ -55,6 +55,17 @@ pub fn refs_in_traverse<T>(handle: &Py<T>) -> isize {
     unsafe { pyo3::ffi::Py_REFCNT(handle.as_ptr()) }
 }
 
+/// Runs `look` on what `cell` holds without a borrow flag: taken out, looked at, put back.
+/// `look` must not run Python code (nothing else may touch the cell meanwhile), so the `None`
+/// the take left needs no drop when the value goes back.
+#[inline(always)]
+fn peek<T, R>(cell: &Cell<Option<T>>, look: impl FnOnce(Option<&T>) -> R) -> R {
+    let value = cell.take();
+    let seen = look(value.as_ref());
+    std::mem::forget(cell.replace(value));
+    seen
+}
+
 /// The callable and its arguments; dropped on `cancel()`, as asyncio does, so a cancelled
 /// timer still waiting in the heap does not keep what its callback references alive.
 pub struct Parts {
@@ -126,11 +137,7 @@ impl Callback {
     /// A new reference to the handle's own context (see `context`), if it has one.
     #[inline]
     pub fn own_context<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyAny>> {
-        let cell = self.context.get(py);
-        let own = cell.take();
-        let copy = own.as_ref().map(|context| context.bind(py).clone());
-        cell.set(own);
-        copy
+        peek(self.context.get(py), |own| own.map(|c| c.bind(py).clone()))
     }
 
     /// Gives a handle without a context of its own the loop's empty one it is about to run
@@ -167,11 +174,7 @@ impl Callback {
     /// New references to the callable and its arguments (None once run, cancelled or closed).
     #[inline]
     pub fn parts(&self, py: Python<'_>) -> Option<Parts> {
-        let cell = self.parts.get(py);
-        let parts = cell.take();
-        let copy = parts.as_ref().map(|p| p.clone_ref(py));
-        cell.set(parts);
-        copy
+        peek(self.parts.get(py), |parts| parts.map(|p| p.clone_ref(py)))
     }
 
     /// Makes a spent handle's callback a new one (`HandlePool`): as `new`, on an object
@@ -222,21 +225,12 @@ impl Callback {
         if refs != 1 {
             return Ok(());
         }
-        // Taken out and put back: visiting runs no Python code.
-        let parts_cell = self.parts.traverse(visit.clone());
-        let context_cell = self.context.traverse(visit.clone());
-        let parts = parts_cell.take();
-        let context = context_cell.take();
-        let visited = Self::visit_parts(
-            visit,
-            parts.as_ref(),
-            &self.source_traceback,
-            context.as_ref(),
-        );
-        // Nothing was put in their place meanwhile: the Nones the takes left need no drop.
-        std::mem::forget(parts_cell.replace(parts));
-        std::mem::forget(context_cell.replace(context));
-        visited
+        // Visiting runs no Python code.
+        peek(self.parts.traverse(visit.clone()), |parts| {
+            peek(self.context.traverse(visit.clone()), |context| {
+                Self::visit_parts(visit, parts, &self.source_traceback, context)
+            })
+        })
     }
 
     #[inline]

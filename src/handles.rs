@@ -31,6 +31,7 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::gil_cell::GilCell;
 use crate::loop_slots::LoopSlot;
+use crate::reuse::{peek, unshared};
 
 /// Counts of cancelled handles still sitting in the loop's queues.
 #[derive(Default)]
@@ -53,17 +54,6 @@ pub fn refs_in_traverse<T>(handle: &Py<T>) -> isize {
     // SAFETY: `handle` is a live object (the caller holds a reference), and Py_REFCNT only
     // reads its count; the collector runs with the GIL held, so nothing changes it meanwhile.
     unsafe { pyo3::ffi::Py_REFCNT(handle.as_ptr()) }
-}
-
-/// Runs `look` on what `cell` holds without a borrow flag: taken out, looked at, put back.
-/// `look` must not run Python code (nothing else may touch the cell meanwhile), so the `None`
-/// the take left needs no drop when the value goes back.
-#[inline(always)]
-fn peek<T, R>(cell: &Cell<Option<T>>, look: impl FnOnce(Option<&T>) -> R) -> R {
-    let value = cell.take();
-    let seen = look(value.as_ref());
-    std::mem::forget(cell.replace(value));
-    seen
 }
 
 /// The callable and its arguments; dropped on `cancel()`, as asyncio does, so a cancelled
@@ -373,9 +363,8 @@ impl HandlePool {
     /// be reused; releases it otherwise.
     pub fn give_back(&self, py: Python<'_>, handle: Py<Handle>) {
         let inner = &handle.get().inner;
-        let reusable = handle.get_refcnt(py) == 1
-            && inner.source_traceback.is_none()
-            && !has_weak_references(&handle)
+        let reusable = inner.source_traceback.is_none()
+            && unshared(py, &handle)
             && self.0.lock(py).len() < POOLED;
         if !reusable {
             handle.drop_ref(py);
@@ -397,24 +386,6 @@ impl HandlePool {
         if let Some(handle) = rejected {
             handle.drop_ref(py);
         }
-    }
-}
-
-/// Whether a weak reference to `handle` exists: `handle` is a live object (the caller holds a
-/// reference) of a type PyO3 made with `weakref`, so its type's tp_weaklistoffset locates its
-/// weak-reference list head, NULL while none exists (what CPython's deallocation checks).
-fn has_weak_references(handle: &Py<Handle>) -> bool {
-    // SAFETY: reads only the type's offset and the list-head pointer it locates in a live
-    // object whose type has one (see above).
-    unsafe {
-        let object = handle.as_ptr();
-        let offset = (*pyo3::ffi::Py_TYPE(object)).tp_weaklistoffset;
-        offset > 0
-            && !(*object
-                .cast::<u8>()
-                .offset(offset)
-                .cast::<*mut pyo3::ffi::PyObject>())
-            .is_null()
     }
 }
 

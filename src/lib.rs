@@ -10,6 +10,7 @@ mod io_watchers;
 mod loadgen;
 mod loop_slots;
 mod monitoring;
+mod reuse;
 mod sock_ops;
 mod timers;
 mod transport;
@@ -27,6 +28,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sock_ops::SockRecv>()?;
     sock_ops::remember_type(m.py());
     m.add_class::<monitoring::IoLoopMonitorState>()?;
+    monitoring::install_members(m.py(), &m.py().get_type::<monitoring::IoLoopMonitorState>())?;
     m.add("HISTOGRAM_SUB_BITS", monitoring::HISTOGRAM_SUB_BITS)?;
     m.add_function(wrap_pyfunction!(event_loop::_histogram_of, m)?)?;
     m.add_function(wrap_pyfunction!(loadgen::echo_load, m)?)?;

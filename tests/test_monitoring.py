@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import re
 import time
+import weakref
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -540,6 +541,98 @@ def test_monitor_state_repr_shows_the_fields() -> None:
 def test_monitor_state_matches_by_position_in_field_order() -> None:
     # What a `case IoLoopMonitorState(wall, name, count, lag)` pattern uses (3.10+ syntax).
     assert list(IoLoopMonitorState.__match_args__) == ORIGINAL_FIELDS + ADDED_FIELDS
+
+
+def test_monitor_state_figures_are_read_only() -> None:
+    state = IoLoopMonitorState(0.5, "handler", 3, 0.25)
+    for name in ORIGINAL_FIELDS + ADDED_FIELDS:
+        with pytest.raises(AttributeError):
+            setattr(state, name, 1)
+
+
+# -- states are reused only when nobody can see them --------------------------------------------
+
+
+def fields_of(state: IoLoopMonitorState) -> tuple[Any, ...]:
+    return tuple(getattr(state, name) for name in ORIGINAL_FIELDS + ADDED_FIELDS)
+
+
+def alternate_callbacks(loop: Loop, count: int) -> None:
+    """Runs ``count`` dispatches alternating between two named callables, then stops."""
+
+    def first() -> None:
+        pass
+
+    def second() -> None:
+        pass
+
+    for i in range(count):
+        loop.call_soon(first if i % 2 == 0 else second)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+
+
+def test_a_state_the_monitor_keeps_never_changes(loop: Loop) -> None:
+    kept: list[tuple[IoLoopMonitorState, tuple[Any, ...]]] = []
+    seen = 0
+
+    def monitor(state: IoLoopMonitorState) -> None:
+        nonlocal seen
+        seen += 1
+        if seen % 3 == 0:
+            kept.append((state, fields_of(state)))
+
+    loop.set_monitor_callback(monitor)
+    alternate_callbacks(loop, 30)
+    assert len(kept) == 10
+    for state, fields in kept:
+        assert fields_of(state) == fields
+    assert {fields[1] for _, fields in kept} == {
+        "alternate_callbacks.<locals>.first",
+        "alternate_callbacks.<locals>.second",
+    }
+
+
+def test_a_state_the_monitor_lets_go_of_names_the_next_callback(loop: Loop) -> None:
+    names: list[str] = []
+    loop.set_monitor_callback(lambda state: names.append(state.callback_pretty_name))
+    alternate_callbacks(loop, 6)
+    assert [name.rsplit(".", 1)[-1] for name in names] == ["first", "second"] * 3 + ["stop"]
+
+
+def test_a_state_watched_by_a_weak_reference_is_not_refilled(loop: Loop) -> None:
+    watched: list[tuple[weakref.ref[IoLoopMonitorState], tuple[Any, ...]]] = []
+    loop.set_monitor_callback(lambda state: watched.append((weakref.ref(state), fields_of(state))))
+    alternate_callbacks(loop, 10)
+    for ref, fields in watched:
+        state = ref()
+        assert state is None or fields_of(state) == fields
+
+
+class Stopper:
+    def __init__(self, loop: Loop) -> None:
+        self.loop = loop
+
+    def stop(self) -> None:
+        self.loop.stop()
+
+
+def test_a_state_let_go_of_does_not_keep_its_callback_alive(loop: Loop) -> None:
+    stopper = Stopper(loop)
+    gone = weakref.ref(stopper)
+    loop.set_monitor_callback(lambda state: state.callback_pretty_name)
+    loop.call_soon(stopper.stop)
+    del stopper
+    loop.run_forever()
+    assert gone() is None
+
+
+def test_reused_classes_have_a_weak_reference_slot() -> None:
+    # Reuse is skipped for an object a weak reference may watch, found through this slot.
+    from monitored_ioloop._native import Handle
+
+    assert IoLoopMonitorState.__weakrefoffset__ > 0
+    assert Handle.__weakrefoffset__ > 0
 
 
 # -- dispatch_stats -----------------------------------------------------------------------------

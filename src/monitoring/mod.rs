@@ -20,5 +20,5 @@ pub use clock::{loop_time_at, monotonic_ns, seconds_to_deadline_ns, tick, ticks_
 pub use histogram::{Histogram, SUB_BITS as HISTOGRAM_SUB_BITS};
 pub use metrics::Kind;
 pub use report::Reporter;
-pub use state::{IoLoopMonitorState, StartedAt};
+pub use state::{install_members, IoLoopMonitorState, StartedAt};
 pub use watchdog::Probe;

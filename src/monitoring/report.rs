@@ -1,22 +1,38 @@
 //! Handing each dispatch's figures to the user's monitor callback. A monitor that raises is
 //! logged (at most once a second, with a count of what was suppressed) and the loop goes on.
+//! The state a monitor let go of is kept and refilled for the next report.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::GILProtected;
 
 use super::clock::monotonic_ns;
 use super::metrics::Kind;
 use super::state::{IoLoopMonitorState, StartedAt};
 use crate::context::is_fatal;
+use crate::reuse::unshared;
 
 const LOG_INTERVAL_NS: u64 = 1_000_000_000;
 
-#[derive(Default)]
 pub struct Reporter {
     last_log_ns: AtomicU64,
     suppressed: AtomicU64,
+    /// The last report's state, if the monitor kept no reference to it; taken out while a
+    /// report runs (a report inside the monitor makes its own).
+    spare: GILProtected<Cell<Option<Py<IoLoopMonitorState>>>>,
+}
+
+impl Default for Reporter {
+    fn default() -> Self {
+        Reporter {
+            last_log_ns: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+            spare: GILProtected::new(Cell::new(None)),
+        }
+    }
 }
 
 impl Reporter {
@@ -34,16 +50,42 @@ impl Reporter {
         lag_ns: u64,
         started_at: StartedAt,
     ) -> PyResult<()> {
-        let state = IoLoopMonitorState::for_dispatch(
-            py,
-            callback,
-            kind,
-            wall_ns as f64 * 1e-9,
-            handles_count,
-            lag_ns as f64 * 1e-9,
-            started_at,
-        );
-        let outcome = Py::new(py, state).and_then(|s| monitor.bind(py).call1((s,)).map(drop));
+        let wall_time = wall_ns as f64 * 1e-9;
+        let lag = lag_ns as f64 * 1e-9;
+        let state = match self.spare.get(py).take() {
+            // Checked again: code run since it was kept may have taken a reference to it.
+            Some(spare) if unshared(py, &spare) => {
+                let state = spare.get();
+                state.refill(
+                    py,
+                    callback,
+                    kind,
+                    wall_time,
+                    handles_count,
+                    lag,
+                    started_at,
+                );
+                Ok(spare)
+            }
+            other => {
+                drop(other);
+                let state = IoLoopMonitorState::for_dispatch(
+                    py,
+                    callback,
+                    kind,
+                    wall_time,
+                    handles_count,
+                    lag,
+                    started_at,
+                );
+                Py::new(py, state)
+            }
+        };
+        let outcome = state.and_then(|state| {
+            let called = monitor.bind(py).call1((&state,)).map(drop);
+            self.keep_if_unshared(py, state);
+            called
+        });
         match outcome {
             Err(err) if is_fatal(py, &err) => Err(err),
             Err(err) => {
@@ -51,6 +93,20 @@ impl Reporter {
                 Ok(())
             }
             Ok(()) => Ok(()),
+        }
+    }
+
+    /// Keeps `state` for the next report if the monitor kept no reference to it.
+    fn keep_if_unshared(&self, py: Python<'_>, state: Py<IoLoopMonitorState>) {
+        if !unshared(py, &state) {
+            state.drop_ref(py);
+            return;
+        }
+        let released = state.get().release(py);
+        self.spare.get(py).set(Some(state));
+        // Released once the state is kept: the callback's last reference may run Python code.
+        for object in released.into_iter().flatten() {
+            object.drop_ref(py);
         }
     }
 

@@ -28,8 +28,8 @@ use crate::io_watchers::{Fired, Watchers, READABLE, WRITABLE};
 use crate::loop_slots::{LoopSlot, Registered};
 use crate::monitoring::watchdog;
 use crate::monitoring::{
-    loop_time_at, monotonic_ns, seconds_to_deadline_ns, slow, tick, ticks_to_ns, Aggregates,
-    Histogram, Key, Kind, Probe, Reporter, StartedAt,
+    calibrate, loop_time_at, monotonic_ns, seconds_to_deadline_ns, slow, tick, ticks_to_ns,
+    Aggregates, Histogram, Key, Kind, Probe, Reporter, StartedAt,
 };
 use crate::timers::TimerQueue;
 
@@ -1136,8 +1136,8 @@ impl Loop {
         let slot = Registered(LoopSlot::register(py, &counts));
         let event_loop = uv_sys::Loop::new().map_err(os_error)?;
         let waker = event_loop.waker();
-        // The first read calibrates the tick clock: pay it here, not inside a timed dispatch.
-        tick();
+        // Paid here, not inside a timed dispatch, and without holding up other threads.
+        calibrate(py);
         Ok(Loop {
             core: GilCell::new(Core::default()),
             uv: GilCell::new(Some(Box::new(Uv {

@@ -5,11 +5,24 @@
 
 use std::sync::OnceLock;
 
+use pyo3::Python;
+
 static CLOCK: OnceLock<quanta::Clock> = OnceLock::new();
 
 #[inline]
 fn clock() -> &'static quanta::Clock {
     CLOCK.get_or_init(quanta::Clock::new)
+}
+
+/// Calibrates the tick clock if nothing has yet: quanta spins for 0.5 ms to 200 ms (longer on
+/// a busy machine) comparing the TSC with the monotonic clock. Done with the GIL released, so
+/// that other threads run meanwhile.
+pub fn calibrate(py: Python<'_>) {
+    if CLOCK.get().is_none() {
+        py.allow_threads(|| {
+            clock();
+        });
+    }
 }
 
 /// A raw tick count, only meaningful relative to another tick.

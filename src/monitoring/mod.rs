@@ -16,7 +16,7 @@ pub mod watchdog;
 
 pub use aggregates::Aggregates;
 pub use callee::Key;
-pub use clock::{loop_time_at, monotonic_ns, seconds_to_deadline_ns, tick, ticks_to_ns};
+pub use clock::{calibrate, loop_time_at, monotonic_ns, seconds_to_deadline_ns, tick, ticks_to_ns};
 pub use histogram::{Histogram, SUB_BITS as HISTOGRAM_SUB_BITS};
 pub use metrics::Kind;
 pub use report::Reporter;

@@ -33,6 +33,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(event_loop::_histogram_of, m)?)?;
     m.add_function(wrap_pyfunction!(loadgen::echo_load, m)?)?;
     m.add_function(wrap_pyfunction!(
+        monitoring::names::_callback_pretty_name,
+        m
+    )?)?;
+    m.add_function(wrap_pyfunction!(
         monitoring::watchdog::_watchdog_next_job,
         m
     )?)?;

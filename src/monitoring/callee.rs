@@ -259,6 +259,13 @@ static LAST_OTHER_TYPE: GILProtected<Cell<(usize, bool)>> =
     GILProtected::new(Cell::new((0, false)));
 const OTHER_TYPES_KEPT: usize = 64;
 
+/// Whether `obj` is exactly a bound method (`types.MethodType`).
+pub fn is_bound_method(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: compares the type of a live object (borrowed for the call) with the address of
+    // PyMethod_Type, reading nothing else.
+    unsafe { ffi::Py_TYPE(obj.as_ptr()) == std::ptr::addr_of_mut!(PyMethod_Type) }
+}
+
 /// Identifies `callback`, a live object the caller holds.
 pub fn identify<'py>(callback: &Bound<'py, PyAny>) -> Callee<'py> {
     let py = callback.py();

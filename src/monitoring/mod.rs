@@ -8,6 +8,7 @@ mod callee;
 mod clock;
 mod histogram;
 mod metrics;
+pub mod names;
 mod report;
 pub mod slow;
 mod state;

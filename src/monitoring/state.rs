@@ -16,12 +16,13 @@ use std::cell::Cell;
 use std::ffi::CStr;
 
 use pyo3::prelude::*;
-use pyo3::sync::{GILOnceCell, GILProtected};
+use pyo3::sync::GILProtected;
 use pyo3::types::{PyFloat, PyInt, PyString, PyTuple, PyType};
 use pyo3::{ffi, intern, IntoPyObjectExt, PyTraverseError, PyVisit};
 
 use super::clock::loop_time_at;
 use super::metrics::Kind;
+use super::names;
 use crate::reuse::peek;
 
 /// A Python object the loop may replace while it alone holds the state; never empty once the
@@ -135,22 +136,6 @@ fn figure<'py, T>(py: Python<'py>, cell: &Member<T>) -> Bound<'py, T> {
     })
 }
 
-static PRETTY_NAME: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
-static TASK_NAME: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
-
-fn names_function(
-    py: Python<'_>,
-    cell: &'static GILOnceCell<Py<PyAny>>,
-    name: &str,
-) -> PyResult<Py<PyAny>> {
-    cell.get_or_try_init(py, || {
-        py.import(intern!(py, "monitored_ioloop._names"))?
-            .getattr(name)
-            .map(Bound::unbind)
-    })
-    .map(|f| f.clone_ref(py))
-}
-
 /// A count as a Python int (small ones are CPython's cached objects).
 fn count(py: Python<'_>, n: usize) -> Bound<'_, PyInt> {
     // A usize always converts to a Python int.
@@ -237,9 +222,7 @@ impl IoLoopMonitorState {
         }
         let name = match self.callback(py) {
             None => py.None().into_bound(py),
-            Some(callback) => names_function(py, &TASK_NAME, "task_name")?
-                .bind(py)
-                .call1((callback,))?,
+            Some(callback) => names::task_name(callback.bind(py))?,
         };
         self.task_name.get(py).set(Some(name.clone().unbind()));
         Ok(name)
@@ -252,10 +235,7 @@ impl IoLoopMonitorState {
         }
         let name = match self.callback(py) {
             None => PyString::new(py, ""),
-            Some(callback) => names_function(py, &PRETTY_NAME, "callback_pretty_name")?
-                .bind(py)
-                .call1((callback,))?
-                .downcast_into::<PyString>()?,
+            Some(callback) => names::pretty_name(callback.bind(py))?,
         };
         self.name.get(py).set(Some(name.clone().unbind()));
         Ok(name)

@@ -11,7 +11,7 @@ use pyo3::sync::GILProtected;
 
 use super::clock::monotonic_ns;
 use super::metrics::Kind;
-use super::state::{IoLoopMonitorState, StartedAt};
+use super::state::{Dispatch, IoLoopMonitorState, StartedAt};
 use crate::context::is_fatal;
 use crate::reuse::unshared;
 
@@ -50,35 +50,23 @@ impl Reporter {
         lag_ns: u64,
         started_at: StartedAt,
     ) -> PyResult<()> {
-        let wall_time = wall_ns as f64 * 1e-9;
-        let lag = lag_ns as f64 * 1e-9;
+        let dispatch = Dispatch {
+            callback,
+            kind,
+            wall_time: wall_ns as f64 * 1e-9,
+            handles_count,
+            lag: lag_ns as f64 * 1e-9,
+            started_at,
+        };
         let state = match self.spare.get(py).take() {
             // Checked again: code run since it was kept may have taken a reference to it.
             Some(spare) if unshared(py, &spare) => {
-                let state = spare.get();
-                state.refill(
-                    py,
-                    callback,
-                    kind,
-                    wall_time,
-                    handles_count,
-                    lag,
-                    started_at,
-                );
+                spare.get().refill(py, dispatch);
                 Ok(spare)
             }
             other => {
                 drop(other);
-                let state = IoLoopMonitorState::for_dispatch(
-                    py,
-                    callback,
-                    kind,
-                    wall_time,
-                    handles_count,
-                    lag,
-                    started_at,
-                );
-                Py::new(py, state)
+                Py::new(py, IoLoopMonitorState::for_dispatch(py, dispatch))
             }
         };
         let outcome = state.and_then(|state| {

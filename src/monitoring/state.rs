@@ -86,10 +86,15 @@ impl StartedAt {
 /// inside an instance (measured on one: the layout is PyO3's). A member reads the object
 /// pointer a cell holds, which is all an `Option<Py<T>>` is.
 pub fn install_members(py: Python<'_>, class: &Bound<'_, PyType>) -> PyResult<()> {
-    let sample = Py::new(
-        py,
-        IoLoopMonitorState::for_dispatch(py, py.None(), Kind::Callback, 0.0, 0, 0.0, START),
-    )?;
+    let dispatch = Dispatch {
+        callback: py.None(),
+        kind: Kind::Callback,
+        wall_time: 0.0,
+        handles_count: 0,
+        lag: 0.0,
+        started_at: StartedAt::Seconds(0.0),
+    };
+    let sample = Py::new(py, IoLoopMonitorState::for_dispatch(py, dispatch))?;
     let state = sample.get();
     let base = sample.as_ptr() as usize;
     let cells = [
@@ -116,8 +121,6 @@ pub fn install_members(py: Python<'_>, class: &Bound<'_, PyType>) -> PyResult<()
     }
     Ok(())
 }
-
-const START: StartedAt = StartedAt::Seconds(0.0);
 
 /// Replaces what `cell` holds, releasing the old object with the GIL held (`py`).
 fn put<T>(py: Python<'_>, cell: &Member<T>, value: Bound<'_, T>) {
@@ -156,24 +159,26 @@ fn kind_name(py: Python<'_>, kind: Kind) -> Py<PyString> {
     name.clone().unbind()
 }
 
+/// What one dispatch reports.
+pub struct Dispatch {
+    pub callback: Py<PyAny>,
+    pub kind: Kind,
+    pub wall_time: f64,
+    pub handles_count: usize,
+    pub lag: f64,
+    pub started_at: StartedAt,
+}
+
 impl IoLoopMonitorState {
-    pub fn for_dispatch(
-        py: Python<'_>,
-        callback: Py<PyAny>,
-        kind: Kind,
-        wall_time: f64,
-        handles_count: usize,
-        lag: f64,
-        started_at: StartedAt,
-    ) -> Self {
+    pub fn for_dispatch(py: Python<'_>, dispatch: Dispatch) -> Self {
         IoLoopMonitorState {
-            callback_wall_time: member(PyFloat::new(py, wall_time)),
-            loop_handles_count: member(count(py, handles_count)),
-            loop_lag: member(PyFloat::new(py, lag)),
-            kind: GILProtected::new(Cell::new(kind)),
+            callback_wall_time: member(PyFloat::new(py, dispatch.wall_time)),
+            loop_handles_count: member(count(py, dispatch.handles_count)),
+            loop_lag: member(PyFloat::new(py, dispatch.lag)),
+            kind: GILProtected::new(Cell::new(dispatch.kind)),
             named_kind: None,
-            started_at: GILProtected::new(Cell::new(started_at)),
-            callback: GILProtected::new(Cell::new(Some(callback))),
+            started_at: GILProtected::new(Cell::new(dispatch.started_at)),
+            callback: GILProtected::new(Cell::new(Some(dispatch.callback))),
             name: GILProtected::new(Cell::new(None)),
             task_name: GILProtected::new(Cell::new(None)),
         }
@@ -181,23 +186,21 @@ impl IoLoopMonitorState {
 
     /// Makes a spare state (one `release`d, which nothing else can reach) the state of another
     /// dispatch. Releases only figures (floats and ints: no Python code runs).
-    #[allow(clippy::too_many_arguments)]
-    pub fn refill(
-        &self,
-        py: Python<'_>,
-        callback: Py<PyAny>,
-        kind: Kind,
-        wall_time: f64,
-        handles_count: usize,
-        lag: f64,
-        started_at: StartedAt,
-    ) {
-        put(py, &self.callback_wall_time, PyFloat::new(py, wall_time));
-        put(py, &self.loop_handles_count, count(py, handles_count));
-        put(py, &self.loop_lag, PyFloat::new(py, lag));
-        self.kind.get(py).set(kind);
-        self.started_at.get(py).set(started_at);
-        self.callback.get(py).set(Some(callback));
+    pub fn refill(&self, py: Python<'_>, dispatch: Dispatch) {
+        put(
+            py,
+            &self.callback_wall_time,
+            PyFloat::new(py, dispatch.wall_time),
+        );
+        put(
+            py,
+            &self.loop_handles_count,
+            count(py, dispatch.handles_count),
+        );
+        put(py, &self.loop_lag, PyFloat::new(py, dispatch.lag));
+        self.kind.get(py).set(dispatch.kind);
+        self.started_at.get(py).set(dispatch.started_at);
+        self.callback.get(py).set(Some(dispatch.callback));
     }
 
     /// Gives up the callback and the names computed from it, so that a spare state keeps

@@ -186,6 +186,10 @@ HISTOGRAM_SUB_BITS: int
 def _histogram_of(values_ns: list[int]) -> tuple[int, int, int, int, bytes]:
     """The native histogram of ``values_ns`` as ``(count, sum_ns, max_ns, min_ns, counts)``."""
 
+def _callback_pretty_name(callback: Any) -> str:
+    """The name a monitor state gives ``callback`` (``IoLoopMonitorState.callback_pretty_name``),
+    computed natively where it can be; the same as ``_names.callback_pretty_name``."""
+
 def _watchdog_next_job(timeout: float) -> Optional[tuple[int, int, int, float, bool]]:
     """The watchdog capturer's wait: ``(watch_id, dispatch, start tick, blocked s, no GIL)``."""
 

@@ -2,7 +2,8 @@
 //! natively for what the loop runs most, plain functions, bound methods and task steps, exactly
 //! as `monitored_ioloop._names` computes them; everything else (transport reads, partials,
 //! objects without a string `__qualname__`) is named by that module. A monitor that reads the
-//! name of every dispatch pays an attribute read or two, not a Python function.
+//! name of every dispatch pays, for a function or a method, an attribute read or two instead
+//! of a Python call; a task step costs its task's two method calls and the joined string.
 
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
@@ -11,21 +12,19 @@ use pyo3::{ffi, intern};
 
 use super::callee::is_bound_method;
 
-static PRETTY_NAME: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+/// `monitored_ioloop._names.callback_pretty_name`, for what is not named natively.
+static PYTHON_NAMER: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
 /// `asyncio.Future`, `asyncio.BaseTransport`, `StreamCore`.
 static TYPES: GILOnceCell<[Py<PyType>; 3]> = GILOnceCell::new();
 
-fn names_function<'py>(
-    py: Python<'py>,
-    cell: &'static GILOnceCell<Py<PyAny>>,
-    name: &str,
-) -> PyResult<Bound<'py, PyAny>> {
-    cell.get_or_try_init(py, || {
-        py.import(intern!(py, "monitored_ioloop._names"))?
-            .getattr(name)
-            .map(Bound::unbind)
-    })
-    .map(|f| f.bind(py).clone())
+fn python_namer(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
+    PYTHON_NAMER
+        .get_or_try_init(py, || {
+            py.import(intern!(py, "monitored_ioloop._names"))?
+                .getattr(intern!(py, "callback_pretty_name"))
+                .map(Bound::unbind)
+        })
+        .map(|f| f.bind(py))
 }
 
 // The optional-attribute lookup of Python 3.7-3.12 (PyObject_GetOptionalAttr from 3.13 on):
@@ -114,7 +113,7 @@ pub fn pretty_name<'py>(callback: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyS
             return Ok(qualname);
         }
     }
-    Ok(names_function(py, &PRETTY_NAME, "callback_pretty_name")?
+    Ok(python_namer(py)?
         .call1((callback,))?
         .downcast_into::<PyString>()?)
 }

@@ -14,6 +14,9 @@ use super::callee::is_bound_method;
 
 /// `monitored_ioloop._names.callback_pretty_name`, for what is not named natively.
 static PYTHON_NAMER: GILOnceCell<Py<PyAny>> = GILOnceCell::new();
+/// The first immutable type found to be a task type (a future with `get_coro`): the C `Task`.
+/// Its instances are tasks without the two checks, which would give the same answer.
+static TASK_TYPE: GILOnceCell<Py<PyType>> = GILOnceCell::new();
 /// `asyncio.Future`, `asyncio.BaseTransport`, `StreamCore`.
 static TYPES: GILOnceCell<[Py<PyType>; 3]> = GILOnceCell::new();
 
@@ -92,11 +95,29 @@ fn task_of<'py>(
     let Some(owner) = owner else {
         return Ok(None);
     };
+    if TASK_TYPE
+        .get(py)
+        .is_some_and(|ty| owner.get_type_ptr().cast() == ty.as_ptr())
+    {
+        return Ok(Some(owner.clone()));
+    }
     let future = &types(py)?[0];
     if owner.is_instance(future.bind(py))? && owner.hasattr(intern!(py, "get_coro"))? {
+        let ty = owner.get_type();
+        if is_immutable(&ty) {
+            let _ = TASK_TYPE.set(py, ty.unbind());
+        }
         return Ok(Some(owner.clone()));
     }
     Ok(None)
+}
+
+/// Whether a type's bases and attributes can never change: a static type, or one made with
+/// `Py_TPFLAGS_IMMUTABLETYPE` (the C `Task` is one or the other on every supported Python).
+fn is_immutable(ty: &Bound<'_, PyType>) -> bool {
+    // SAFETY: reads the flags of a live type object (borrowed for the call).
+    let flags = unsafe { ffi::PyType_GetFlags(ty.as_type_ptr()) };
+    flags & ffi::Py_TPFLAGS_HEAPTYPE == 0 || flags & ffi::Py_TPFLAGS_IMMUTABLETYPE != 0
 }
 
 /// `_names.callback_pretty_name(callback)`.
@@ -135,8 +156,15 @@ fn task_step_name<'py>(task: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, P
     else {
         return Ok(None);
     };
-    let text = format!("{} ({})", name.to_cow()?, qualname.to_cow()?);
-    Ok(Some(PyString::new(py, &text)))
+    // SAFETY: the format's two `%U` take the two strings (live objects, checked to be `str`
+    // just above); the result is a new reference, or NULL with an exception set.
+    let joined = unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyUnicode_FromFormat(c"%U (%U)".as_ptr(), name.as_ptr(), qualname.as_ptr()),
+        )?
+    };
+    Ok(Some(joined.downcast_into::<PyString>()?))
 }
 
 /// A function, bound method or built-in function (their `__name__` and `__qualname__` are

@@ -416,9 +416,24 @@ mod tests {
     #[test]
     fn a_descriptor_closed_before_the_run_is_reported_not_fatal() {
         let fds = pipe();
+        // A number far above the ones other tests, running on other threads, are given: a
+        // closed low number could be reused by one of them before this run, and be valid.
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `limit` is a valid rlimit for getrlimit to fill.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        let floor = (limit.rlim_cur.min(1024) - 8) as i32;
+        // SAFETY: fds[1] is an open descriptor; F_DUPFD returns a new one, or -1.
+        let high = unsafe { libc::fcntl(fds[1], libc::F_DUPFD_CLOEXEC, floor) };
+        assert!(high >= floor);
         let mut l = Loop::new().unwrap();
-        l.watch(fds[1], WRITABLE).unwrap();
-        close(fds[1]);
+        l.watch(high, WRITABLE).unwrap();
+        close(high);
         l.run_nowait();
         let events = l.take_events();
         assert_eq!(events.len(), 1);
@@ -427,6 +442,7 @@ mod tests {
             Some(libc::EBADF)
         );
         close(fds[0]);
+        close(fds[1]);
     }
 
     #[test]

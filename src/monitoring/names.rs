@@ -117,7 +117,12 @@ fn task_of<'py>(
 fn is_immutable(ty: &Bound<'_, PyType>) -> bool {
     // SAFETY: reads the flags of a live type object (borrowed for the call).
     let flags = unsafe { ffi::PyType_GetFlags(ty.as_type_ptr()) };
-    flags & ffi::Py_TPFLAGS_HEAPTYPE == 0 || flags & ffi::Py_TPFLAGS_IMMUTABLETYPE != 0
+    #[cfg(Py_3_10)]
+    let immutable_heap_type = flags & ffi::Py_TPFLAGS_IMMUTABLETYPE != 0;
+    // The flag came with 3.10; before, every immutable type is a static one.
+    #[cfg(not(Py_3_10))]
+    let immutable_heap_type = false;
+    flags & ffi::Py_TPFLAGS_HEAPTYPE == 0 || immutable_heap_type
 }
 
 /// `_names.callback_pretty_name(callback)`.

@@ -85,16 +85,13 @@ fn types(py: Python<'_>) -> PyResult<&[Py<PyType>; 3]> {
     })
 }
 
-/// The task whose step `callback` is (`_names.task_of`): its `__self__`, if that is a future
-/// with `get_coro`.
-fn task_of<'py>(
-    callback: &Bound<'py, PyAny>,
-    owner: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Option<Bound<'py, PyAny>>> {
-    let py = callback.py();
+/// The task whose step a callback is (`_names.task_of`), given the callback's `__self__`:
+/// that owner, if it is a future with `get_coro`.
+fn task_of<'py>(owner: Option<&Bound<'py, PyAny>>) -> PyResult<Option<Bound<'py, PyAny>>> {
     let Some(owner) = owner else {
         return Ok(None);
     };
+    let py = owner.py();
     if TASK_TYPE
         .get(py)
         .is_some_and(|ty| owner.get_type_ptr().cast() == ty.as_ptr())
@@ -129,7 +126,7 @@ fn is_immutable(ty: &Bound<'_, PyType>) -> bool {
 pub fn pretty_name<'py>(callback: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
     let py = callback.py();
     let owner = lookup_attr(callback, intern!(py, "__self__"))?;
-    if let Some(task) = task_of(callback, owner.as_ref())? {
+    if let Some(task) = task_of(owner.as_ref())? {
         if let Some(name) = task_step_name(&task)? {
             return Ok(name);
         }
@@ -195,7 +192,7 @@ fn is_plain(callback: &Bound<'_, PyAny>, owner: Option<&Bound<'_, PyAny>>) -> Py
 pub fn task_name<'py>(callback: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = callback.py();
     let owner = lookup_attr(callback, intern!(py, "__self__"))?;
-    match task_of(callback, owner.as_ref())? {
+    match task_of(owner.as_ref())? {
         Some(task) => Ok(task
             .call_method0(intern!(py, "get_name"))?
             .str()?

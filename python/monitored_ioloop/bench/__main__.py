@@ -36,6 +36,16 @@ class Sample(NamedTuple):
     rate: float
     p50: Optional[float] = None
     p99: Optional[float] = None
+    #: The server's CPU time per request (microseconds), user and system; network workloads
+    #: on Linux only.
+    user_us: Optional[float] = None
+    system_us: Optional[float] = None
+
+    @property
+    def cpu_us(self) -> Optional[float]:
+        if self.user_us is None or self.system_us is None:
+            return None
+        return self.user_us + self.system_us
 
 
 class Echo(NamedTuple):
@@ -85,7 +95,7 @@ def _measure_echo(loop: str, echo: Echo, seconds: float) -> Sample:
         out = subprocess.run(
             _python(
                 "monitored_ioloop.bench.net", "load", port, str(echo.size), "8", str(seconds),
-                HTTP if echo.style in HTTP_STYLES else "echo",
+                HTTP if echo.style in HTTP_STYLES else "echo", str(server.pid),
             ),
             check=True, capture_output=True, text=True, timeout=60 + seconds * 4,
         )
@@ -93,7 +103,10 @@ def _measure_echo(loop: str, echo: Echo, seconds: float) -> Sample:
         server.kill()
         server.wait()
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    return Sample(result["requests_per_second"], result["p50"], result["p99"])
+    return Sample(
+        result["requests_per_second"], result["p50"], result["p99"],
+        result.get("server_user_us"), result.get("server_system_us"),
+    )
 
 
 def run(
@@ -148,9 +161,18 @@ def run(
             if ok and ok[0].p50 is not None:
                 entry["p50"] = statistics.median(s.p50 for s in ok if s.p50 is not None)
                 entry["p99"] = statistics.median(s.p99 for s in ok if s.p99 is not None)
+            cpu = [(s.user_us, s.system_us) for s in ok if s.user_us is not None
+                   and s.system_us is not None]
+            if cpu:
+                entry["server_cpu_us"] = statistics.median(u + k for u, k in cpu)
+                entry["server_user_us"] = statistics.median(u for u, _ in cpu)
+                entry["server_system_us"] = statistics.median(k for _, k in cpu)
             if "uvloop" in loops:
                 ratios = _ratios(taken, samples[name]["uvloop"])
                 entry["speed_vs_uvloop"] = statistics.median(ratios) if ratios else None
+                cpu_ratios = _cpu_ratios(taken, samples[name]["uvloop"])
+                if cpu_ratios:
+                    entry["cpu_vs_uvloop"] = statistics.median(cpu_ratios)
             row[loop] = entry
         results["workloads"][name] = {"loops": row}
     return results
@@ -159,6 +181,11 @@ def run(
 def _ratios(a: List[Sample], b: List[Sample]) -> List[float]:
     """Per-round speed ratios a/b, leaving out rounds where either failed."""
     return [x.rate / y.rate for x, y in zip(a, b) if x.rate > 0 and y.rate > 0]
+
+
+def _cpu_ratios(a: List[Sample], b: List[Sample]) -> List[float]:
+    """Per-round ratios of the server's CPU time per request, a/b (lower is cheaper)."""
+    return [x.cpu_us / y.cpu_us for x, y in zip(a, b) if x.cpu_us and y.cpu_us]
 
 
 #: What each loop of the monitoring-cost table adds to the plain native loop.
@@ -196,9 +223,9 @@ def monitoring_costs(results: Dict[str, Any], loops: List[str]) -> Dict[str, Dic
 
 
 def render_costs(costs: Dict[str, Dict[str, float]]) -> str:
-    if not costs:
-        return ""
     columns = [c for c in COST_LOOPS if any(c in row for row in costs.values())]
+    if not columns:
+        return ""
     header = ["workload"] + [COST_LABELS[c] for c in columns]
     lines = [
         [workload] + [f"{(row[c] - 1) * 100:+.1f}%" if c in row else "" for c in columns]
@@ -210,6 +237,35 @@ def render_costs(costs: Dict[str, Dict[str, float]]) -> str:
     out.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
     out.append("  ".join("-" * w for w in widths))
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in lines]
+    return "\n".join(out)
+
+
+def render_server_cpu(results: Dict[str, Any], loops: List[str]) -> str:
+    """The server's CPU time per request in each network workload, user + system."""
+    rows = []
+    for workload, data in results["workloads"].items():
+        entries = [data["loops"][loop] for loop in loops]
+        if not any("server_cpu_us" in e for e in entries):
+            continue
+        cells = [workload]
+        for entry in entries:
+            if "server_cpu_us" not in entry:
+                cells.append("n/a")
+                continue
+            cell = f"{entry['server_user_us']:.1f} + {entry['server_system_us']:.1f} us"
+            if "cpu_vs_uvloop" in entry:
+                cell += f" {entry['cpu_vs_uvloop']:.2f}x"
+            cells.append(cell)
+        rows.append(cells)
+    if not rows:
+        return ""
+    header = ["workload"] + loops
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    out = ["Server CPU per request (user + system time, median over rounds; Nx: median"
+           " per-round ratio to uvloop, lower is cheaper)"]
+    out.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    out.append("  ".join("-" * w for w in widths))
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     return "\n".join(out)
 
 
@@ -248,8 +304,10 @@ def render(results: Dict[str, Any], loops: List[str]) -> str:
     notes.append(
         "native+monitor and monitored-asyncio call a trivial Python monitor after every callback."
     )
+    cpu = render_server_cpu(results, loops)
     costs = render_costs(monitoring_costs(results, list(results.get("loops", []))))
-    return "\n".join(out + [""] + notes + ([""] + [costs] if costs else []))
+    extra = [table for table in (cpu, costs) if table]
+    return "\n".join(out + [""] + notes + [line for t in extra for line in ("", t)])
 
 
 def main(argv: Optional[List[str]] = None) -> int:

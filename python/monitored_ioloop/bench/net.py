@@ -3,8 +3,11 @@ style, uvicorn serving a hello-world ASGI app, or uvicorn serving a FastAPI endp
 JSON), the native load generator in another, pinned to different cores.
 
 ``python -m monitored_ioloop.bench.net serve LOOP STYLE`` prints the port, then serves until
-killed; ``python -m monitored_ioloop.bench.net load PORT SIZE CONNECTIONS SECONDS [STYLE]``
-prints JSON (STYLE ``http`` sends keep-alive GETs instead of echo messages).
+killed; ``python -m monitored_ioloop.bench.net load PORT SIZE CONNECTIONS SECONDS [STYLE
+[SERVER_PID]]`` prints JSON (STYLE ``http`` sends keep-alive GETs instead of echo messages).
+Given the server's pid, the load also reports the server's CPU time per request over the
+measured window, split into user and system (kernel) time: on Linux only, read from
+``/proc/PID/stat`` in clock ticks (10 ms), so a window of a second resolves it to about 1 %.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import json
 import os
 import socket
 import sys
-from typing import Any
+import threading
+import time
+from typing import Any, Callable, Optional, Tuple
 
 from monitored_ioloop.bench.loops import LOOPS
 
@@ -150,17 +155,76 @@ def serve(loop_name: str, style: str) -> None:
         pass
 
 
-def load(
-    port: int, size: int, connections: int, seconds: float, style: str = "echo"
+def cpu_times(pid: int) -> Optional[Tuple[float, float]]:
+    """The user and system CPU seconds process `pid` has used so far, or None where there is no
+    ``/proc`` to read them from (or no such process)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # Fields 14 and 15 (utime, stime), counted after the parenthesised command name,
+            # which may itself hold spaces.
+            fields = stat.read().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _with_server_cpu(
+    run: Callable[[], dict[str, Any]], pid: int, warmup: float, seconds: float
 ) -> dict[str, Any]:
+    """`run()`'s result, with the server's CPU time per request (microseconds, user and system)
+    over the measured window: read when the warm-up ends and when the window closes, while the
+    load runs in a thread (the native load generator releases the GIL)."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = run()
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome["error"] = exc
+
+    started = time.monotonic()
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    time.sleep(max(0.0, started + warmup - time.monotonic()))
+    before = cpu_times(pid)
+    time.sleep(max(0.0, started + warmup + seconds - time.monotonic()))
+    after = cpu_times(pid)
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    result: dict[str, Any] = outcome["result"]
+    if before is not None and after is not None and result["requests"] > 0:
+        result["server_user_us"] = (after[0] - before[0]) / result["requests"] * 1e6
+        result["server_system_us"] = (after[1] - before[1]) / result["requests"] * 1e6
+    return result
+
+
+def load(
+    port: int,
+    size: int,
+    connections: int,
+    seconds: float,
+    style: str = "echo",
+    server_pid: Optional[int] = None,
+) -> dict[str, Any]:
+    """Loads the server on `port` for a warm-up, then `seconds` measured: requests/s, latency
+    percentiles and, given `server_pid` (on Linux), the server's CPU time per request."""
     from monitored_ioloop._native import echo_load, http_load
 
     if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:  # type: ignore[operator]
         os.sched_setaffinity(0, {1})
     warmup = min(0.5, seconds / 2)
-    if style in HTTP_STYLES:
-        return http_load(f"127.0.0.1:{port}", "/", connections, seconds, warmup=warmup)
-    return echo_load(f"127.0.0.1:{port}", size, connections, seconds, warmup=warmup)
+    address = f"127.0.0.1:{port}"
+
+    def run() -> dict[str, Any]:
+        if style in HTTP_STYLES:
+            return http_load(address, "/", connections, seconds, warmup=warmup)
+        return echo_load(address, size, connections, seconds, warmup=warmup)
+
+    if server_pid is None:
+        return run()
+    return _with_server_cpu(run, server_pid, warmup, seconds)
 
 
 def main(argv: list[str]) -> int:
@@ -168,7 +232,10 @@ def main(argv: list[str]) -> int:
         serve(argv[1], argv[2])
     else:
         style = argv[5] if len(argv) > 5 else "echo"
-        result = load(int(argv[1]), int(argv[2]), int(argv[3]), float(argv[4]), style)
+        server_pid = int(argv[6]) if len(argv) > 6 else None
+        result = load(
+            int(argv[1]), int(argv[2]), int(argv[3]), float(argv[4]), style, server_pid
+        )
         print(json.dumps(result))
     return 0
 

@@ -507,6 +507,7 @@ impl Loop {
         let polled = tick();
         this.last_poll_tick.store(polled, Relaxed);
         this.last_tick.store(polled, Relaxed);
+        this.handles.trim(py, polled);
         if let Some(since) = blocked_since {
             this.aggregates.get(py).borrow_mut().metrics.idle_ns += ticks_to_ns(since, polled);
         }
@@ -1634,6 +1635,11 @@ impl Loop {
     /// `loop.time()` at which a tick (as the watchdog reports them) was read.
     fn _loop_time_of_tick(&self, py: Python<'_>, at: u64) -> f64 {
         self.loop_time_of(py, at)
+    }
+
+    /// How many spent handles the loop keeps for reuse (for tests).
+    fn _spare_handles(&self, py: Python<'_>) -> usize {
+        self.handles.len(py)
     }
 
     /// Turns the always-on aggregates off (or back on): only for measuring what they cost.

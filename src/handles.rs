@@ -31,6 +31,7 @@ use pyo3::{PyTraverseError, PyVisit};
 
 use crate::gil_cell::GilCell;
 use crate::loop_slots::LoopSlot;
+use crate::monitoring::ticks_to_ns;
 use crate::reuse::{peek, unshared};
 
 /// Counts of cancelled handles still sitting in the loop's queues.
@@ -318,19 +319,49 @@ pub struct Handle {
     pub inner: Callback,
 }
 
-/// How many spent handles a loop keeps for reuse.
-const POOLED: usize = 256;
+/// How many spent handles a loop keeps at most: enough for a burst queued at once (a gather
+/// of many tasks, a stream of `call_soon_threadsafe` from another thread), about 4 MiB of
+/// 64-byte handles at its fullest.
+const POOLED_MAX: usize = 1 << 16;
+/// How many it keeps however long they stay unused.
+const POOLED_KEPT: usize = 256;
+/// How often it frees half of those it did not use since the last time.
+const TRIM_INTERVAL_NS: u64 = 1_000_000_000;
 
 /// A loop's spent `call_soon` handles, reused for the next ones: a handle is created for every
 /// callback and task step, and nearly always dropped by its caller at once, so that its
 /// dispatch ends holding the only reference. Such a handle is indistinguishable from a new one
 /// once renewed (nothing else holds it, no weak reference to it exists, it has no creation
 /// traceback), and reusing it saves an allocation, a deallocation and their bookkeeping.
-pub struct HandlePool(GilCell<Vec<Py<Handle>>>);
+///
+/// After a burst the pool holds as many handles as the burst had, up to `POOLED_MAX`; while it
+/// meets every demand, it frees half of what it holds, once a second (`trim`), down to
+/// `POOLED_KEPT`. (Nothing is counted per handle taken: the mark is set when the pool runs
+/// dry, on the path that allocates anyway.)
+pub struct HandlePool(GilCell<Spares>);
+
+#[derive(Default)]
+struct Spares {
+    handles: Vec<Py<Handle>>,
+    /// A handle was asked for while none was spare, since the last trim.
+    ran_dry: bool,
+    /// The tick of the last trim.
+    trimmed_at: u64,
+}
 
 impl Default for HandlePool {
     fn default() -> Self {
-        HandlePool(GilCell::new(Vec::new()))
+        HandlePool(GilCell::new(Spares::default()))
+    }
+}
+
+/// How many of `held` spare handles a trim frees: none if the pool ran dry since the last one,
+/// else half of them, never going below `POOLED_KEPT`.
+fn to_free(held: usize, ran_dry: bool) -> usize {
+    if ran_dry {
+        0
+    } else {
+        held.saturating_sub(POOLED_KEPT).div_ceil(2)
     }
 }
 
@@ -344,7 +375,14 @@ impl HandlePool {
         context: Option<Py<PyAny>>,
         slot: LoopSlot,
     ) -> PyResult<Py<Handle>> {
-        let spare = self.0.lock(py).pop();
+        let spare = {
+            let mut spares = self.0.lock(py);
+            let spare = spares.handles.pop();
+            if spare.is_none() {
+                spares.ran_dry = true;
+            }
+            spare
+        };
         let handle = match spare {
             Some(handle) => {
                 handle.get().inner.renew(py, callback, args, context);
@@ -365,7 +403,7 @@ impl HandlePool {
         let inner = &handle.get().inner;
         let reusable = inner.source_traceback.is_none()
             && unshared(py, &handle)
-            && self.0.lock(py).len() < POOLED;
+            && self.0.lock(py).handles.len() < POOLED_MAX;
         if !reusable {
             handle.drop_ref(py);
             return;
@@ -375,9 +413,9 @@ impl HandlePool {
         inner.take_back_context(py);
         // Checked again: that code may have taken a reference to it, or filled the pool.
         let rejected = {
-            let mut pooled = self.0.lock(py);
-            if handle.get_refcnt(py) == 1 && pooled.len() < POOLED {
-                pooled.push(handle);
+            let mut spares = self.0.lock(py);
+            if handle.get_refcnt(py) == 1 && spares.handles.len() < POOLED_MAX {
+                spares.handles.push(handle);
                 None
             } else {
                 Some(handle)
@@ -386,6 +424,36 @@ impl HandlePool {
         if let Some(handle) = rejected {
             handle.drop_ref(py);
         }
+    }
+
+    /// Frees half of the spare handles if the pool never ran dry since the last trim, and that
+    /// was a second ago or more (`now` is a tick; the loop calls this after each poll).
+    pub fn trim(&self, py: Python<'_>, now: u64) {
+        let freed = {
+            let mut spares = self.0.lock(py);
+            if ticks_to_ns(spares.trimmed_at, now) < TRIM_INTERVAL_NS {
+                return;
+            }
+            spares.trimmed_at = now;
+            let held = spares.handles.len();
+            let kept = held - to_free(held, spares.ran_dry);
+            let freed = spares.handles.split_off(kept);
+            let held = spares.handles.len();
+            if spares.handles.capacity() > 4 * held.max(POOLED_KEPT) {
+                spares.handles.shrink_to(2 * held.max(POOLED_KEPT));
+            }
+            spares.ran_dry = false;
+            freed
+        };
+        // Outside the borrow. A spare handle holds nothing, so freeing it runs no Python code.
+        for handle in freed {
+            handle.drop_ref(py);
+        }
+    }
+
+    /// How many spare handles the pool holds (`Loop._spare_handles`, for tests).
+    pub fn len(&self, py: Python<'_>) -> usize {
+        self.0.lock(py).handles.len()
     }
 }
 
@@ -537,5 +605,27 @@ impl TimerHandle {
         };
         let source = self.inner.describe(py);
         format!("<TimerHandle{state} when={} {source}>", self.when)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trim_frees_half_of_the_spare_handles_above_those_always_kept() {
+        assert_eq!(to_free(0, false), 0);
+        assert_eq!(to_free(POOLED_KEPT, false), 0);
+        assert_eq!(to_free(10_000, false), (10_000 - POOLED_KEPT) / 2);
+        // More were asked for than it had since the last trim: none is freed.
+        assert_eq!(to_free(10_000, true), 0);
+        // A pool left unused ends at what it always keeps, in about 17 trims from full.
+        let (mut held, mut trims) = (POOLED_MAX, 0);
+        while to_free(held, false) > 0 {
+            held -= to_free(held, false);
+            trims += 1;
+        }
+        assert_eq!(held, POOLED_KEPT);
+        assert!(trims < 20);
     }
 }

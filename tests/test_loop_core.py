@@ -487,6 +487,29 @@ def test_a_reused_handle_starts_new(loop: Loop) -> None:
     assert all(len(h.get_context()) == 0 for h in renewed)
 
 
+def test_a_burst_of_spent_handles_is_kept_for_the_next_then_freed_by_halves(loop: Loop) -> None:
+    burst = 5000
+    for _ in range(burst):
+        loop.call_soon(noop)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    spare = loop._spare_handles()
+    assert spare >= burst
+    for _ in range(burst):
+        loop.call_soon(noop)
+    assert loop._spare_handles() == spare - burst
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    assert loop._spare_handles() == spare
+    # A second and more after the last trim (at the first poll), the pool having met every
+    # demand since: half of it is freed, then half of the rest, down to 256.
+    loop.run_until_complete(asyncio.sleep(1.1))
+    half = spare - (spare - 256 + 1) // 2
+    assert half - 10 <= loop._spare_handles() <= half + 10
+    loop.run_until_complete(asyncio.sleep(1.1))
+    assert loop._spare_handles() <= half - (half - 256) // 2 + 10
+
+
 def test_handles_are_asyncio_handles_duck_typed(loop: Loop) -> None:
     # asyncio code (and uvloop users) call these four; they must all exist.
     timer = loop.call_later(1, noop)

@@ -1444,6 +1444,7 @@ impl Loop {
             w.get().inner.clear(py);
         }
         drop((ready, timers, uv, watched));
+        self.handles.clear(py);
         Ok(())
     }
 

@@ -451,6 +451,14 @@ impl HandlePool {
         }
     }
 
+    /// Frees every spare handle (the loop is closing: none will be asked for again).
+    pub fn clear(&self, py: Python<'_>) {
+        let freed = std::mem::take(&mut self.0.lock(py).handles);
+        for handle in freed {
+            handle.drop_ref(py);
+        }
+    }
+
     /// How many spare handles the pool holds (`Loop._spare_handles`, for tests).
     pub fn len(&self, py: Python<'_>) -> usize {
         self.0.lock(py).handles.len()

@@ -508,6 +508,8 @@ def test_a_burst_of_spent_handles_is_kept_for_the_next_then_freed_by_halves(loop
     assert half - 10 <= loop._spare_handles() <= half + 10
     loop.run_until_complete(asyncio.sleep(1.1))
     assert loop._spare_handles() <= half - (half - 256) // 2 + 10
+    loop.close()
+    assert loop._spare_handles() == 0
 
 
 def test_handles_are_asyncio_handles_duck_typed(loop: Loop) -> None:

@@ -1541,7 +1541,7 @@ impl Loop {
             let k = &metrics.kinds[kind as usize];
             kinds.append((
                 kind.name(),
-                k.dispatches,
+                k.dispatches(),
                 k.errors,
                 histogram_raw(py, &k.wall),
                 histogram_raw(py, &k.lag),

@@ -222,6 +222,15 @@ def monitoring_costs(results: Dict[str, Any], loops: List[str]) -> Dict[str, Dic
     return costs
 
 
+def _table(header: List[str], rows: List[List[str]]) -> List[str]:
+    """The lines of a plain-text table: the header, a rule, then the rows, columns padded."""
+    widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    out.append("  ".join("-" * w for w in widths))
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    return out
+
+
 def render_costs(costs: Dict[str, Dict[str, float]]) -> str:
     columns = [c for c in COST_LOOPS if any(c in row for row in costs.values())]
     if not columns:
@@ -231,13 +240,9 @@ def render_costs(costs: Dict[str, Dict[str, float]]) -> str:
         [workload] + [f"{(row[c] - 1) * 100:+.1f}%" if c in row else "" for c in columns]
         for workload, row in costs.items()
     ]
-    widths = [max(len(r[i]) for r in [header] + lines) for i in range(len(header))]
-    out = ["Monitoring cost (speed of the native loop with each feature against without it;"
-           " median per-round ratio, negative = slower)"]
-    out.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    out.append("  ".join("-" * w for w in widths))
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in lines]
-    return "\n".join(out)
+    title = ("Monitoring cost (speed of the native loop with each feature against without it;"
+             " median per-round ratio, negative = slower)")
+    return "\n".join([title] + _table(header, lines))
 
 
 def render_server_cpu(results: Dict[str, Any], loops: List[str]) -> str:
@@ -259,14 +264,9 @@ def render_server_cpu(results: Dict[str, Any], loops: List[str]) -> str:
         rows.append(cells)
     if not rows:
         return ""
-    header = ["workload"] + loops
-    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    out = ["Server CPU per request (user + system time, median over rounds; Nx: median"
-           " per-round ratio to uvloop, lower is cheaper)"]
-    out.append("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    out.append("  ".join("-" * w for w in widths))
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(out)
+    title = ("Server CPU per request (user + system time, median over rounds; Nx: median"
+             " per-round ratio to uvloop, lower is cheaper)")
+    return "\n".join([title] + _table(["workload"] + loops, rows))
 
 
 def render(results: Dict[str, Any], loops: List[str]) -> str:
@@ -288,10 +288,7 @@ def render(results: Dict[str, Any], loops: List[str]) -> str:
                 cell += f" p50 {entry['p50'] * 1e6:.0f}/p99 {entry['p99'] * 1e6:.0f}us"
             cells.append(cell)
         lines.append(cells)
-    widths = [max(len(row[i]) for row in [header] + lines) for i in range(len(header))]
-    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
-    out.append("  ".join("-" * w for w in widths))
-    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in lines]
+    out = _table(header, lines)
     notes = [
         "ops/s (echo, http: requests/s over 8 connections): median over rounds, each "
         "measurement in a fresh process. http-uvicorn: uvicorn serving a hello-world ASGI "

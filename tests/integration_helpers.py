@@ -22,8 +22,15 @@ TESTS_DIR = Path(__file__).resolve().parent
 LOOP_FACTORY = "monitored_ioloop.monitored_uvloop:new_event_loop"
 
 
+#: Every port `free_port` has handed out in this process: the kernel may offer a probe the
+#: port it offered the one before, and a test that asks twice (uvicorn's port, then its metrics
+#: port) must get two that differ, or its second server finds the first bound there.
+_GIVEN: set[int] = set()
+
+
 def free_port(count: int = 1) -> int:
-    """A port p such that p .. p + count - 1 were all free a moment ago."""
+    """A port p such that p .. p + count - 1 were all free a moment ago, none of them handed
+    out before in this process."""
     # SO_REUSEADDR, as the servers that take these ports bind: a port an earlier server left in
     # TIME_WAIT is free for them.
     for _ in range(100):
@@ -31,7 +38,8 @@ def free_port(count: int = 1) -> int:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((LOCALHOST, 0))
             base = int(probe.getsockname()[1])
-        if base + count > 65535:
+        ports = set(range(base, base + count))
+        if base + count > 65535 or ports & _GIVEN:
             continue
         try:
             for offset in range(1, count):
@@ -40,6 +48,7 @@ def free_port(count: int = 1) -> int:
                     other.bind((LOCALHOST, base + offset))
         except OSError:
             continue
+        _GIVEN.update(ports)
         return base
     raise RuntimeError("no run of free ports")
 

@@ -16,6 +16,7 @@ import uuid
 from typing import Any, Awaitable, Iterator, Optional, TypeVar
 
 import pytest
+from integration_helpers import free_port
 from monitored_ioloop.loop import Loop
 
 pytestmark = pytest.mark.timeout(60)
@@ -44,12 +45,6 @@ def ipv6_loopback_available() -> bool:
 
 needs_ipv6 = pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback")
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOCALHOST, 0))
-        return int(probe.getsockname()[1])
 
 
 # -- protocols ----------------------------------------------------------------------------------

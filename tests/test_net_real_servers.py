@@ -26,6 +26,7 @@ import aiohttp
 import httpx
 import pytest
 from aiohttp import web
+from integration_helpers import free_port
 from monitored_ioloop.loop import Loop
 
 pytestmark = pytest.mark.timeout(60)
@@ -42,12 +43,6 @@ STARTUP_TIMEOUT_S = 20.0
 
 def run_within(loop: Loop, awaitable: Awaitable[T], timeout: float = 30.0) -> T:
     return loop.run_until_complete(asyncio.wait_for(awaitable, timeout))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOCALHOST, 0))
-        return int(probe.getsockname()[1])
 
 
 # -- uvicorn as a subprocess --------------------------------------------------------------------

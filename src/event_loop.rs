@@ -287,9 +287,10 @@ fn source_traceback(py: Python<'_>) -> Option<Py<PyAny>> {
 /// A histogram as `(count, sum_ns, max_ns, min_ns, counts)`, the counts as native-endian u64
 /// bytes.
 fn histogram_raw<'py>(py: Python<'py>, h: &Histogram) -> (u64, u64, u64, u64, Bound<'py, PyBytes>) {
-    let min = if h.count == 0 { 0 } else { h.min_ns };
+    let count = h.count();
+    let min = if count == 0 { 0 } else { h.min_ns };
     (
-        h.count,
+        count,
         h.sum_ns,
         h.max_ns,
         min,

@@ -56,7 +56,7 @@ pub struct KindMetrics {
 impl KindMetrics {
     /// Dispatches of this kind: one wall time recorded each.
     pub fn dispatches(&self) -> u64 {
-        self.wall.count
+        self.wall.count()
     }
 }
 
@@ -112,7 +112,7 @@ mod tests {
         assert_eq!(m.kinds[Kind::Io as usize].dispatches(), 2);
         let (wall, lag) = m.overall();
         assert_eq!(
-            (wall.count, wall.max_ns, lag.sum_ns, lag.max_ns),
+            (wall.count(), wall.max_ns, lag.sum_ns, lag.max_ns),
             (3, 30, 6, 5)
         );
     }
